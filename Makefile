@@ -1,0 +1,45 @@
+# Every target sets up its own virtual environment (.venv) on first use, so each works on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+EXTRAS ?= test,demo,bench,examples,docs,dev
+
+.PHONY: install demo test test-fast lint typecheck docs docs-serve bench-quick ci clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install  ## the main job: train SoFlow on a 2-D toy, write samples, a plot and a metric
+	$(PY) examples/demo.py $(ARGS)
+
+test: install  ## the whole test suite (the README's test command; CI runs it)
+	$(PY) -m pytest -q
+
+test-fast: install  ## the suite without the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check soflow_toolkit tests examples benchmarks
+	$(VENV)/bin/ruff format --check soflow_toolkit tests examples benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+docs: install  ## build the documentation site into site/
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
+	$(VENV)/bin/mkdocs serve
+
+bench-quick: install
+	$(PY) benchmarks/step_cost.py --quick
+	$(PY) benchmarks/quality.py --quick
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,382 @@
+r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; toolkit SPEC §4–§6).
+
+- :func:`flow_matching_loss`: the velocity read-out $v_\theta(x_t, t)$ regressed on the path's velocity
+  (or the guided target), with the adaptive weight $w = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}) + \epsilon)^p)$.
+- :func:`solution_consistency_loss`: the JVP-free consistency between $f_\theta(x_t, t, s)$ and the
+  stop-gradient target $f_\theta(x_l, l, s)$ one Euler step closer to $s$.
+
+Both take explicit noise and times so that they are deterministic; the combined training objective
+(:class:`~soflow_toolkit.SoFlowLoss`) draws them and evaluates the network fewer times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import (
+    as_times,
+    check_batch,
+    check_cond_batch,
+    check_consistency_times,
+    check_in_unit_interval,
+    check_same_shape,
+    expand_like,
+)
+from ._rng import RandomState
+from .conditions import drop_condition
+from .guidance import GuidanceConfig, guided_velocity
+from .wrapper import unwrap_model
+
+__all__ = [
+    "LossOutput",
+    "adaptive_weight",
+    "consistency_terms",
+    "flow_matching_loss",
+    "flow_matching_terms",
+    "solution_consistency_loss",
+]
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """The result of a loss: the scalar to back-propagate and what to log.
+
+    Attributes:
+        loss: scalar to call `.backward()` on. For the consistency loss this is a surrogate whose
+            value means nothing (it can be negative); log `mse` instead.
+        mse: scalar metric, mean over batch and elements of the squared residual.
+        weight: scalar, mean adaptive weight over the batch.
+        per_sample_mse: `(B,)`, mean squared residual of each sample.
+        per_sample_weight: `(B,)`, adaptive weight of each sample.
+    """
+
+    loss: Tensor
+    mse: Tensor
+    weight: Tensor
+    per_sample_mse: Tensor
+    per_sample_weight: Tensor
+
+
+def adaptive_weight(per_sample_mse: Tensor, p: float, eps: float) -> Tensor:
+    r"""The adaptive loss weight $w_i = 1 / (\mathrm{sg}(\text{mse}_i) + \epsilon)^p$ (stop-gradient).
+
+    Args:
+        per_sample_mse: `(B,)` mean squared residuals.
+        p: power, $p \ge 0$; $p = 0$ gives $w = 1$ (plain MSE).
+        eps: $\epsilon > 0$.
+
+    Returns:
+        `(B,)` weights, detached.
+
+    Example:
+        >>> import torch
+        >>> adaptive_weight(torch.tensor([0.99, 3.99]), p=1.0, eps=0.01)
+        tensor([1.0000, 0.2500])
+    """
+    return 1.0 / (per_sample_mse.detach() + eps).pow(p)
+
+
+def _per_sample_mean(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def flow_matching_terms(
+    v_pred: Tensor, v_target: Tensor, db_ds: Tensor, *, p: float, eps: float
+) -> LossOutput:
+    r"""The flow matching loss from a predicted and a target velocity.
+
+    $\Delta = v_\theta - v_{\text{tgt}}$, $\text{mse}_i = \text{mean}_D\,\Delta_i^2$,
+    $w_i = 1 / (|\partial_s b(t_i,t_i)|\,(\mathrm{sg}(\text{mse}_i) + \epsilon)^p)$,
+    loss $= \text{mean}_i\, w_i\,\text{mse}_i$.
+
+    Args:
+        v_pred: predicted velocity with gradient, `(B, *D)`.
+        v_target: target velocity (detached), `(B, *D)`.
+        db_ds: $\partial_s b(t, t)$, `(B,)`.
+        p: adaptive-weight power.
+        eps: adaptive-weight offset.
+
+    Returns:
+        A :class:`LossOutput`.
+    """
+    per_sample_mse = _per_sample_mean((v_pred - v_target).pow(2))
+    weight = adaptive_weight(per_sample_mse, p, eps) / db_ds.abs()
+    return LossOutput(
+        loss=(weight * per_sample_mse).mean(),
+        mse=per_sample_mse.detach().mean(),
+        weight=weight.mean(),
+        per_sample_mse=per_sample_mse.detach(),
+        per_sample_weight=weight,
+    )
+
+
+def consistency_terms(
+    backbone_output: Tensor,
+    f_online: Tensor,
+    f_target: Tensor,
+    t: Tensor,
+    l: Tensor,
+    b: Tensor,
+    *,
+    p: float,
+    eps: float,
+) -> LossOutput:
+    r"""The solution consistency loss from the online and target solutions.
+
+    $q_i = (f_{t,i} - f_{l,i}) / (t_i - l_i)$, $\text{mse}_i = \text{mean}_D\, q_i^2$,
+    $w_i = 1/(\mathrm{sg}(\text{mse}_i) + \epsilon)^p$, and the optimized surrogate
+    loss $= \text{mean}_i\, \mathrm{sign}(b(t_i, s_i))\,\text{mean}_D\big(F_{\theta,i}\,\mathrm{sg}(q_i w_i)\big)$,
+    whose gradient equals that of $\text{mean}_i\,\tfrac{t_i - l_i}{|b(t_i,s_i)|}\,\tfrac12\,w_i\,\text{mse}_i$
+    without back-propagating through the division by $t - l$.
+
+    Args:
+        backbone_output: $F_\theta(x_t, t, s)$ with gradient, `(B, *D)`.
+        f_online: $f_\theta(x_t, t, s)$ built from `backbone_output`, `(B, *D)`.
+        f_target: $f_\theta(x_l, l, s)$, no gradient, `(B, *D)`.
+        t: `(B,)` start times.
+        l: `(B,)` intermediate times, $s \le l < t$.
+        b: $b(t, s)$, `(B,)`.
+        p: adaptive-weight power.
+        eps: adaptive-weight offset.
+
+    Returns:
+        A :class:`LossOutput` whose `loss` is the surrogate.
+    """
+    quotient = (f_online - f_target) / expand_like(t - l, f_online)
+    per_sample_mse = _per_sample_mean(quotient.pow(2))
+    weight = adaptive_weight(per_sample_mse, p, eps)
+    scaled = (quotient * expand_like(weight, quotient)).detach()
+    surrogate = torch.sign(b) * _per_sample_mean(backbone_output * scaled)
+    return LossOutput(
+        loss=surrogate.mean(),
+        mse=per_sample_mse.detach().mean(),
+        weight=weight.mean(),
+        per_sample_mse=per_sample_mse.detach(),
+        per_sample_weight=weight,
+    )
+
+
+def _check_hyper(p: float, eps: float) -> None:
+    if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 0):
+        raise ValueError(f"p must be a finite number >= 0; got {p!r}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
+
+
+def prepare_conditions(
+    cond: Any,
+    guidance: GuidanceConfig | None,
+    drop_mask: Tensor | None,
+    null_cond: Any,
+    batch: int,
+) -> tuple[Any, Any]:
+    """Validate the guidance inputs; return the (dropped) condition and the all-null condition.
+
+    The second value is None unless guidance is enabled.
+    """
+    if guidance is not None and not isinstance(guidance, GuidanceConfig):
+        raise TypeError(f"guidance must be a GuidanceConfig or None; got {type(guidance).__name__}")
+    check_cond_batch(cond, batch)
+    if drop_mask is not None:
+        if null_cond is None:
+            raise ValueError("a drop_mask needs a null_cond (e.g. num_classes for labels)")
+        if cond is None:
+            raise ValueError("a drop_mask needs a condition to drop: pass cond")
+        cond = drop_condition(cond, drop_mask.to(_device_of(cond, drop_mask)), null_cond)
+    uncond = None
+    if guidance is not None and guidance.enabled:
+        if cond is None:
+            raise ValueError("guidance with scale > 1 needs a condition: pass cond")
+        if null_cond is None:
+            raise ValueError("guidance with scale > 1 needs a null_cond for the unconditional velocity")
+        uncond = drop_condition(cond, torch.ones(batch, dtype=torch.bool), null_cond)
+    return cond, uncond
+
+
+def _device_of(cond: Any, fallback: Tensor) -> torch.device:
+    if isinstance(cond, Tensor):
+        return cond.device
+    return fallback.device
+
+
+def _check_pair(data: Tensor, noise: Tensor) -> int:
+    batch = check_batch(data, "data")
+    check_batch(noise, "noise")
+    check_same_shape(data, noise, "data", "noise")
+    return batch
+
+
+def flow_matching_loss(
+    model: nn.Module,
+    data: Tensor,
+    noise: Tensor,
+    t: Tensor | float,
+    *,
+    cond: Any = None,
+    p: float = 1.0,
+    eps: float = 0.01,
+    guidance: GuidanceConfig | None = None,
+    drop_mask: Tensor | None = None,
+    null_cond: Any = None,
+) -> LossOutput:
+    r"""The flow matching loss of SoFlow's velocity read-out.
+
+    With $x_t = \alpha(t)\,\text{data} + \beta(t)\,\text{noise}$ and $v = \alpha'(t)\,\text{data} + \beta'(t)\,\text{noise}$:
+    $\Delta = v_\theta(x_t, t \mid c) - v_{\text{tgt}}$, $\text{mse}_i = \text{mean}_D\,\Delta_i^2$,
+    $w_i = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}_i)+\epsilon)^p)$, loss $= \text{mean}_i\,w_i\,\text{mse}_i$.
+    $v_{\text{tgt}} = v$, or the guided target of :func:`~soflow_toolkit.guided_velocity`.
+
+    Args:
+        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly inside DDP/FSDP/compile).
+        data: clean samples `(B, *D)`.
+        noise: Gaussian noise `(B, *D)`.
+        t: times in [0, 1], `(B,)` or a float.
+        cond: condition (tensor, dict or list), or None.
+        p: adaptive-weight power ($p = 0$: plain MSE divided by $|\partial_s b|$).
+        eps: adaptive-weight offset, > 0.
+        guidance: training-time classifier-free guidance; its `drop_rate` is not used here (pass
+            `drop_mask`).
+        drop_mask: bool `(B,)`, True = the sample's condition is replaced by `null_cond`.
+        null_cond: the null condition (e.g. `num_classes` for labels).
+
+    Returns:
+        A :class:`LossOutput`.
+
+    Raises:
+        ValueError: for shapes or batch sizes that disagree, times outside [0, 1], bad `p`/`eps`,
+            a `drop_mask` without `null_cond`, or guidance without `cond`/`null_cond`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from soflow_toolkit import SolutionFlowWrapper
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = nn.Linear(4, 2)
+        ...     def forward(self, x, t, s):
+        ...         return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> model = SolutionFlowWrapper(Net())
+        >>> data, noise = torch.randn(16, 2), torch.randn(16, 2)
+        >>> out = flow_matching_loss(model, data, noise, torch.rand(16))
+        >>> out.loss.backward()
+    """
+    _check_hyper(p, eps)
+    batch = _check_pair(data, noise)
+    wrapper = unwrap_model(model)
+    path, param = wrapper.path, wrapper.parametrization
+    t = as_times(t, data, "t")
+    check_in_unit_interval(t, "t")
+    cond, uncond = prepare_conditions(cond, guidance, drop_mask, null_cond, batch)
+
+    x_t = path.interpolate(data, noise, t)
+    v = path.velocity(data, noise, t)
+    x_in = x_t.to(data.dtype)
+    v_pred = param.velocity(x_t, model(x_in, t, t, cond, output="backbone"), t)
+    target = v
+    if uncond is not None and guidance is not None:
+        with torch.no_grad():
+            v_uncond = param.velocity(x_t, model(x_in, t, t, uncond, output="backbone"), t)
+        target = guided_velocity(v, v_uncond, t, guidance, v_cond=v_pred.detach(), drop_mask=drop_mask)
+    return flow_matching_terms(v_pred, target, param.db_ds(t), p=p, eps=eps)
+
+
+def solution_consistency_loss(
+    model: nn.Module,
+    data: Tensor,
+    noise: Tensor,
+    t: Tensor | float,
+    l: Tensor | float,
+    s: Tensor | float,
+    *,
+    cond: Any = None,
+    p: float = 1.0,
+    eps: float = 0.01,
+    guidance: GuidanceConfig | None = None,
+    drop_mask: Tensor | None = None,
+    null_cond: Any = None,
+) -> LossOutput:
+    r"""SoFlow's solution consistency loss: no JVP, two ordinary forwards and one backward.
+
+    For $s \le l < t$: $x_l = x_t + (l - t)\,v_{\text{tgt}}$ (one Euler step along the target velocity),
+    online $f_t = f_\theta(x_t, t, s)$ with gradient, target $f_l = \mathrm{sg}(f_\theta(x_l, l, s))$ from
+    the same network with the same random state, $q = (f_t - f_l)/(t - l)$,
+    $w_i = 1/(\mathrm{sg}(\text{mse}_i) + \epsilon)^p$, and the optimized surrogate
+    $\text{mean}_i\,\mathrm{sign}(b(t_i,s_i))\,\text{mean}_D(F_{\theta,i}\,\mathrm{sg}(q_i w_i))$
+    (see :func:`consistency_terms`). Log `mse`, not `loss`.
+
+    Args:
+        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly inside DDP/FSDP/compile).
+        data: clean samples `(B, *D)`.
+        noise: Gaussian noise `(B, *D)`.
+        t: start times `(B,)` or a float.
+        l: intermediate times, $s \le l < t$.
+        s: target times.
+        cond: condition (tensor, dict or list), or None.
+        p: adaptive-weight power.
+        eps: adaptive-weight offset, > 0.
+        guidance: training-time classifier-free guidance (`drop_rate` unused here; pass `drop_mask`).
+        drop_mask: bool `(B,)`, True = the sample's condition is replaced by `null_cond`.
+        null_cond: the null condition.
+
+    Returns:
+        A :class:`LossOutput` whose `loss` is the surrogate.
+
+    Raises:
+        ValueError: for shapes that disagree, times outside [0, 1], times violating $s \le l < t$,
+            bad `p`/`eps`, a `drop_mask` without `null_cond`, or guidance without `cond`/`null_cond`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from soflow_toolkit import SolutionFlowWrapper
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = nn.Linear(4, 2)
+        ...     def forward(self, x, t, s):
+        ...         return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> model = SolutionFlowWrapper(Net())
+        >>> data, noise = torch.randn(16, 2), torch.randn(16, 2)
+        >>> out = solution_consistency_loss(model, data, noise, 0.9, 0.85, 0.1)
+        >>> out.loss.backward()
+    """
+    _check_hyper(p, eps)
+    batch = _check_pair(data, noise)
+    wrapper = unwrap_model(model)
+    path, param = wrapper.path, wrapper.parametrization
+    t = as_times(t, data, "t")
+    l = as_times(l, data, "l")
+    s = as_times(s, data, "s")
+    for name, value in (("t", t), ("l", l), ("s", s)):
+        check_in_unit_interval(value, name)
+    check_consistency_times(t, l, s)
+    cond, uncond = prepare_conditions(cond, guidance, drop_mask, null_cond, batch)
+
+    x_t = path.interpolate(data, noise, t)
+    v = path.velocity(data, noise, t)
+    x_in = x_t.to(data.dtype)
+    target_v = v
+    if uncond is not None and guidance is not None:
+        with torch.no_grad():
+            v_uncond = param.velocity(x_t, model(x_in, t, t, uncond, output="backbone"), t)
+            v_cond = None
+            if guidance.needs_conditional_velocity:
+                v_cond = param.velocity(x_t, model(x_in, t, t, cond, output="backbone"), t)
+        target_v = guided_velocity(v, v_uncond, t, guidance, v_cond=v_cond, drop_mask=drop_mask)
+    x_l = x_t + expand_like(l - t, x_t) * target_v
+
+    state = RandomState.capture(data.device)
+    online = model(x_in, t, s, cond, output="backbone")
+    after_online = RandomState.capture(data.device)
+    state.restore()
+    with torch.no_grad():
+        f_target = param.solution(x_l, model(x_l.to(data.dtype), l, s, cond, output="backbone"), l, s)
+    after_online.restore()
+    f_online = param.solution(x_t, online, t, s)
+    return consistency_terms(online, f_online, f_target, t, l, param.b(t, s), p=p, eps=eps)
