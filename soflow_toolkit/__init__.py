@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import time_sampling
 from .conditions import concat_conditions, drop_condition, select_condition
+from .ema import EMA
 from .guidance import GuidanceConfig, guidance_decay, guided_velocity, sample_drop_mask
 from .losses import (
     LossOutput,
@@ -17,6 +18,7 @@ from .losses import (
     flow_matching_terms,
     solution_consistency_loss,
 )
+from .objective import SoFlowConfig, SoFlowDraw, SoFlowLoss, SoFlowOutput
 from .parametrization import (
     EulerParametrization,
     Parametrization,
@@ -38,6 +40,7 @@ from .wrapper import SolutionFlowWrapper, call_backbone, unwrap_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMA",
     "EulerParametrization",
     "GuidanceConfig",
     "LinearPath",
@@ -45,6 +48,10 @@ __all__ = [
     "NoisePath",
     "Parametrization",
     "RatioSchedule",
+    "SoFlowConfig",
+    "SoFlowDraw",
+    "SoFlowLoss",
+    "SoFlowOutput",
     "SolutionFlowWrapper",
     "TrigParametrization",
     "TrigPath",

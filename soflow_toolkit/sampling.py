@@ -138,7 +138,7 @@ def euler_sample(
         >>> class Net(nn.Module):
         ...     def forward(self, x, t, s):
         ...         return torch.ones_like(x)  # constant velocity 1
-        >>> euler_sample(SolutionFlowWrapper(Net()), torch.ones(1, 2), steps=10)
+        >>> euler_sample(SolutionFlowWrapper(Net()), torch.ones(1, 2), steps=4)
         tensor([[0., 0.]])
     """
     check_batch(noise, "noise")

@@ -105,7 +105,8 @@ def clamp_consistency_times(
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Turn raw draws $(t', s')$ and a ratio $r$ into an ordered triple $(t, l, s)$.
 
-    $t = \max(t', g)$, $s = \min(s', t - g)$, $l = \min(t + (s - t)\,r,\ t - g)$ with $g = 10^{-4}$.
+    $t = \max(t', g)$, $s = \min(s', t - g)$, $l = \min(t + (s - t)\,r,\ t - g)$ with $g = 10^{-4}$
+    (and $l \ge s$ enforced against rounding when $r = 1$).
     Nothing is sorted: when $s' > t'$, $s$ lands just below $t$. The result satisfies $s \le l < t$.
 
     Args:
@@ -125,7 +126,8 @@ def clamp_consistency_times(
     """
     t = t_raw.clamp_min(min_gap)
     s = torch.minimum(s_raw, t - min_gap)
-    l = torch.minimum(t + (s - t) * r, t - min_gap)
+    # max(., s) only absorbs the rounding of t + (s - t) * 1 when r = 1, so that s <= l holds exactly.
+    l = torch.maximum(torch.minimum(t + (s - t) * r, t - min_gap), s)
     return t, l, s
 
 
