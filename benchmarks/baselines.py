@@ -13,6 +13,7 @@ same module trains under every method.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from typing import Any
 
 import torch
@@ -102,7 +103,7 @@ def meanflow_sample(backbone: nn.Module, noise: Tensor, *, steps: int = 1, cond:
     r"""MeanFlow sampling: $z_{t_{i+1}} = z_{t_i} - (t_i - t_{i+1})\,u_\theta(z_{t_i}, t_{i+1}, t_i)$ on $t_i = 1 - i/N$."""
     z = noise
     grid = [1.0 - i / steps for i in range(steps + 1)]
-    for t_i, t_next in zip(grid[:-1], grid[1:], strict=True):
+    for t_i, t_next in itertools.pairwise(grid):
         t = torch.full((noise.shape[0],), t_i, device=noise.device, dtype=noise.dtype)
         r = torch.full_like(t, t_next)
         z = z - (t_i - t_next) * call_backbone(backbone, z, t, r, cond)
