@@ -7,6 +7,7 @@ arXiv 2512.15657 (ICLR 2026). Time runs from data (t = 0) to noise (t = 1).
 from __future__ import annotations
 
 from . import time_sampling
+from .adapters import SingleTimeAdapter
 from .conditions import concat_conditions, drop_condition, select_condition
 from .ema import EMA
 from .guidance import GuidanceConfig, guidance_decay, guided_velocity, sample_drop_mask
@@ -48,6 +49,7 @@ __all__ = [
     "NoisePath",
     "Parametrization",
     "RatioSchedule",
+    "SingleTimeAdapter",
     "SoFlowConfig",
     "SoFlowDraw",
     "SoFlowLoss",
