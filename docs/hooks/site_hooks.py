@@ -1,0 +1,103 @@
+"""MkDocs hooks of the documentation site (listed under `hooks:` in mkdocs.yml).
+
+- Results of the benchmarks live in `benchmarks/results/` and are pulled into `docs/benchmarks.md`
+  with pymdownx.snippets (`--8<-- "benchmarks/results/NAME.md"`), so they are written once. A results
+  file that has not been produced yet is replaced by a note naming the command that writes it, so the
+  site builds before the first benchmark run; every other include must exist (`check_paths: true`).
+  Figures in `benchmarks/results/` (PNG, SVG) are published at the site root under their own names, so
+  a results file can show them with a link relative to itself (`![...](NAME.png)`) that works both on
+  the repository page and in the site.
+- `docs/examples.md` gets a table of the example scripts in `examples/`, built from each script's
+  module docstring, in place of the marker `<!-- examples-index -->`.
+- `docs/guides/infrastructure.md` is written alongside the infrastructure code; until it exists the
+  site shows a short stub in its place, so the navigation stays complete.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+EXAMPLES = ROOT / "examples"
+
+_OPTIONAL_INCLUDE = re.compile(r'^(?P<indent>[ \t]*)--8<--\s+"(?P<path>benchmarks/results/[^"]+)"\s*$', re.M)
+_EXAMPLES_MARKER = "<!-- examples-index -->"
+
+_INFRASTRUCTURE_STUB = """\
+# Distributed, compile and mixed precision
+
+This guide is being written together with the infrastructure code. What holds already:
+
+- Every forward pass that needs a gradient goes through the model you pass in (the wrapper's
+  `forward`), so `DistributedDataParallel` and FSDP see every parameter use.
+- [`unwrap_model`][soflow_toolkit.unwrap_model] finds the
+  [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] inside DDP, FSDP and `torch.compile`
+  wrappers; the losses, the objective and the samplers call it themselves.
+- The consistency loss needs no Jacobian-vector product, so fused attention kernels work unchanged.
+"""
+
+
+def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
+    """Publish benchmark figures and stand in for pages that are not written yet."""
+    if RESULTS.is_dir():
+        for figure in sorted(RESULTS.iterdir()):
+            if figure.suffix.lower() in {".png", ".svg"} and files.get_file_from_path(figure.name) is None:
+                files.append(
+                    File(
+                        figure.name,
+                        src_dir=str(RESULTS),
+                        dest_dir=config["site_dir"],
+                        use_directory_urls=config["use_directory_urls"],
+                    )
+                )
+    if files.get_file_from_path("guides/infrastructure.md") is None:
+        files.append(File.generated(config, "guides/infrastructure.md", content=_INFRASTRUCTURE_STUB))
+    return files
+
+
+def _missing_results(match: re.Match[str]) -> str:
+    rel = match["path"]
+    if (ROOT / rel).is_file():
+        return match[0]
+    script = Path(rel).stem
+    indent = match["indent"]
+    return (
+        f'{indent}!!! note "Not generated yet"\n\n'
+        f"{indent}    `{rel}` is written by `python benchmarks/{script}.py` (see the command above); "
+        "it has not been produced in this checkout.\n"
+    )
+
+
+def _first_paragraph(docstring: str | None) -> str:
+    if not docstring:
+        return ""
+    paragraph = docstring.strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+def examples_index() -> str:
+    """A Markdown table of `examples/*.py`: script, what it does (its docstring), how to run it."""
+    scripts = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")) if EXAMPLES.is_dir() else []
+    if not scripts:
+        return "_No example scripts are present in this checkout._\n"
+    rows = ["| Script | What it does | Run |", "|---|---|---|"]
+    for script in scripts:
+        summary = _first_paragraph(ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))))
+        summary = summary.replace("|", "\\|") or "(no description)"
+        rows.append(f"| `examples/{script.name}` | {summary} | `python examples/{script.name} --help` |")
+    return "\n".join(rows) + "\n"
+
+
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    """Fill the examples table and replace includes of results that do not exist yet."""
+    if page.file.src_uri == "benchmarks.md":
+        markdown = _OPTIONAL_INCLUDE.sub(_missing_results, markdown)
+    if page.file.src_uri == "examples.md" and _EXAMPLES_MARKER in markdown:
+        markdown = markdown.replace(_EXAMPLES_MARKER, examples_index())
+    return markdown
