@@ -21,6 +21,7 @@ masks), as in the official code; see `match_random_state`.
 from __future__ import annotations
 
 import math
+import operator
 import weakref
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -101,6 +102,11 @@ class SoFlowConfig:
                 raise ValueError(f"SoFlowConfig.{name} must be > 0; got {getattr(self, name)}")
         if not 0 < self.min_time_gap < 0.5:
             raise ValueError(f"SoFlowConfig.min_time_gap must lie in (0, 0.5); got {self.min_time_gap}")
+        if not isinstance(self.schedule, str):
+            raise TypeError(
+                "SoFlowConfig.schedule must be a string ('const', 'linear', 'cosine' or 'exponent'); "
+                f"got {type(self.schedule).__name__}"
+            )
         if not isinstance(self.guidance, GuidanceConfig):
             raise TypeError(
                 f"SoFlowConfig.guidance must be a GuidanceConfig; got {type(self.guidance).__name__}"
@@ -197,11 +203,14 @@ class SoFlowOutput:
 
     def metrics(self) -> dict[str, float]:
         """Floats for logging (one host synchronisation): `fm_mse`, `fm_weight`, `sc_mse`, `sc_weight`, `r`, `step`."""
-        out: dict[str, float] = {"r": self.r, "step": float(self.step)}
+        names: list[str] = []
+        values: list[Tensor] = []
         for prefix, part in (("fm", self.flow_matching), ("sc", self.consistency)):
             if part is not None:
-                out[f"{prefix}_mse"] = float(part.mse)
-                out[f"{prefix}_weight"] = float(part.weight)
+                names += [f"{prefix}_mse", f"{prefix}_weight"]
+                values += [part.mse.detach().float(), part.weight.detach().float()]
+        out: dict[str, float] = dict(zip(names, torch.stack(values).tolist(), strict=True)) if values else {}
+        out.update(r=self.r, step=float(self.step))
         return out
 
 
@@ -220,6 +229,18 @@ def _has_dropout(model: nn.Module) -> bool:
     if model not in _dropout_cache:
         _dropout_cache[model] = any(isinstance(m, _RANDOM_LAYERS) and m.p > 0 for m in model.modules())
     return _dropout_cache[model]
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError("the training step must be an int >= 0; got a bool")
+    try:
+        k = operator.index(step)
+    except TypeError:
+        raise TypeError(f"the training step must be an int >= 0; got {type(step).__name__}") from None
+    if k < 0:
+        raise ValueError(f"the training step must be >= 0; got {k}")
+    return k
 
 
 def _randn(shape: torch.Size, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -299,7 +320,7 @@ class SoFlowLoss:
         batch = check_batch(data, "data")
         num_fm, num_sc = self.split(batch)
         cfg = self.config
-        r = self.schedule(self.step if step is None else step)
+        r = self.schedule(self.step if step is None else _check_step(step))
         times = torch.empty(0, dtype=compute_dtype(data), device=data.device)
 
         def logit_normal(n: int, mean: float, std: float) -> Tensor:
@@ -326,6 +347,12 @@ class SoFlowLoss:
                 raise ValueError(
                     f"draw.{name} must have shape ({n},) for this batch split; got {tuple(value.shape)}"
                 )
+        mask = draw.drop_mask
+        if mask is not None and (mask.dtype != torch.bool or mask.shape != (num_fm + num_sc,)):
+            raise ValueError(
+                f"draw.drop_mask must be a bool tensor of shape ({num_fm + num_sc},); got dtype "
+                f"{mask.dtype} and shape {tuple(mask.shape)}"
+            )
 
     def __call__(
         self,
@@ -355,23 +382,29 @@ class SoFlowLoss:
             A :class:`SoFlowOutput`.
 
         Raises:
-            ValueError: for a guided or dropping config without `cond`/`null_cond`, or a `draw` whose
-                shapes do not fit the batch.
+            ValueError: for a guided or dropping config without `cond`/`null_cond`, a negative `step`,
+                an empty batch, or a `draw` whose shapes do not fit the batch.
+            TypeError: for a `step` that is not an int.
         """
         batch = check_batch(data, "data")
         if batch == 0:
             raise ValueError("data must hold at least one sample")
         num_fm, num_sc = self.split(batch)
         cfg, guidance = self.config, self.config.guidance
-        k = self.step if step is None else step
-        if k < 0:
-            raise ValueError(f"the training step must be >= 0; got {k}")
+        k = self.step if step is None else _check_step(step)
         conditional = cond is not None
-        if conditional and null_cond is None and (guidance.enabled or guidance.drop_rate > 0):
-            raise ValueError(
-                "this config drops conditions or guides (guidance.drop_rate > 0 or scale > 1): pass "
-                "null_cond, e.g. num_classes for class labels"
-            )
+        if guidance.enabled or guidance.drop_rate > 0:
+            if not conditional:
+                raise ValueError(
+                    "this config guides or drops conditions (guidance.scale > 1 or drop_rate > 0) but no "
+                    "cond was given: pass cond and null_cond, or use guidance=GuidanceConfig() for an "
+                    "unconditional model"
+                )
+            if null_cond is None:
+                raise ValueError(
+                    "this config guides or drops conditions (guidance.scale > 1 or drop_rate > 0): pass "
+                    "null_cond, e.g. num_classes for class labels"
+                )
         if draw is None:
             draw = self.draw(data, step=k, conditional=conditional, generator=generator)
         else:
@@ -507,10 +540,7 @@ class SoFlowLoss:
         """Restore the training step saved by :meth:`state_dict`."""
         if "step" not in state:
             raise KeyError("the SoFlowLoss state dict has no 'step' entry")
-        step = int(state["step"])
-        if step < 0:
-            raise ValueError(f"the saved training step must be >= 0; got {step}")
-        self.step = step
+        self.step = _check_step(state["step"])
 
     def __repr__(self) -> str:
         return f"SoFlowLoss(step={self.step}, config={self.config})"
