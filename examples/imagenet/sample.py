@@ -1,0 +1,157 @@
+"""Sample a trained latent DiT in 1, 2 or N steps and write an `.npz` for FID evaluation.
+
+    torchrun --nproc-per-node=8 sample.py --ckpt runs/B-4 --nfe 1 --out samples/B-4-nfe1.npz
+
+Loads the EMA weights of the latest checkpoint of a run folder (or of a given `ckpt-*.pt`), draws
+`--num-samples` (50,000) class-balanced labels (each class `N / num_classes` times, shuffled), samples
+latents with SoFlow's sampler (`--nfe` network evaluations; no guidance at sampling time, it was
+learned), decodes them with the SD-VAE (latent / 0.18215) and writes `arr_0`: uint8 `(N, 256, 256, 3)`
+plus `labels`, the format of the ADM evaluator's sample batches, and a PNG grid of the first 64.
+Batch `j` of the run uses noise seeded by `(seed, j)`, so the output does not depend on the number of
+ranks. With `--fid-ref` (an `.npz` of real images, e.g. the ADM reference batch) and `torchmetrics`
+installed it also prints a FID (see `common/fid.py` for how it relates to the ADM evaluator's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.distributed import DistInfo, barrier, cleanup, setup
+from common.images import NpzWriter, balanced_labels, save_grid, to_uint8
+from data import LATENT_SCALE
+from dit import DiT
+from vae import decode_latents, load_vae
+
+from soflow_toolkit import EMA, SolutionFlowWrapper, sample
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
+    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
+    p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
+    p.add_argument("--num-samples", type=int, help="number of images (50000)")
+    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (125)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--vae", help="VAE (default: the one used to encode the training latents)")
+    p.add_argument("--fid-ref", type=Path, help="an .npz of real uint8 images (arr_0) to compute FID against")
+    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--smoke", action="store_true", help="8 samples in batches of 4")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.num_samples = args.num_samples or (8 if args.smoke else 50_000)
+    args.batch_size = args.batch_size or (4 if args.smoke else 125)
+    return args
+
+
+def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict]:
+    """The DiT of a checkpoint, with its EMA (or raw) weights, and the run's config."""
+    payload = load_checkpoint(path)
+    config = json.loads(payload["config"])
+    c, h, _ = config["latent_shape"]
+    model = SolutionFlowWrapper(
+        DiT(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
+    )
+    if weights == "ema":
+        ema = EMA(model)
+        ema.load_state_dict(payload["ema"])
+        ema.copy_to(model)
+    else:
+        model.load_state_dict(payload["model"])
+    return model.eval(), config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    info = setup(args.device)
+    try:
+        run(args, info)
+    finally:
+        cleanup()
+
+
+def run(args: argparse.Namespace, info: DistInfo) -> None:
+    path = args.ckpt if args.ckpt.is_file() else latest_checkpoint(args.ckpt / "checkpoints")
+    if path is None:
+        raise ValueError(f"no checkpoint found in {args.ckpt}/checkpoints")
+    model, config = load_model(path, args.weights)
+    model.to(info.device)
+    vae = load_vae(args.vae or config["vae"], info.device)
+    num, size, num_classes = args.num_samples, config["image_size"], config["num_classes"]
+    if num % num_classes and info.is_main:
+        print(f"note: {num} samples are not a multiple of {num_classes} classes: counts differ by one")
+    labels = balanced_labels(num, num_classes, generator=torch.Generator().manual_seed(args.seed))
+    num_batches = math.ceil(num / args.batch_size)
+    mine = range(info.rank, num_batches, info.world_size)
+
+    def bounds(j: int) -> tuple[int, int]:
+        return j * args.batch_size, min(num, (j + 1) * args.batch_size)
+
+    parts = args.out.with_name(args.out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    rows = sum(hi - lo for lo, hi in map(bounds, mine))
+    part = np.lib.format.open_memmap(
+        parts / f"rank-{info.rank:05d}.npy", "w+", np.uint8, (rows, size, size, 3)
+    )
+    began, row = time.perf_counter(), 0
+    c, h, w = config["latent_shape"]
+    for j in tqdm(mine, desc="sample", disable=args.no_progress or not info.is_main):
+        lo, hi = bounds(j)
+        generator = torch.Generator(info.device).manual_seed(args.seed * 2**32 + j)
+        noise = torch.randn(hi - lo, c, h, w, generator=generator, device=info.device)
+        cond = labels[lo:hi].to(info.device)
+        latents = sample(model, noise, steps=args.nfe, cond=cond, method=args.method, generator=generator)
+        part[row : row + hi - lo] = to_uint8(decode_latents(vae, latents, LATENT_SCALE))
+        row += hi - lo
+    part.flush()
+    del part
+    barrier()
+    if info.is_main:
+        # Interleave the ranks' parts back into the global batch order.
+        readers = [np.load(parts / f"rank-{r:05d}.npy", mmap_mode="r") for r in range(info.world_size)]
+        offsets, first = [0] * info.world_size, []
+        with NpzWriter(args.out, num, (size, size, 3)) as writer:
+            for j in range(num_batches):
+                r, (lo, hi) = j % info.world_size, bounds(j)
+                chunk = readers[r][offsets[r] : offsets[r] + hi - lo]
+                writer.write(chunk)
+                offsets[r] += hi - lo
+                if lo < 64:
+                    first.append(np.array(chunk[: 64 - lo]))
+            writer.add("labels", labels.numpy())
+        del readers
+        shutil.rmtree(parts)
+        save_grid(np.concatenate(first), args.out.with_suffix(".png"), nrow=8)
+        seconds = time.perf_counter() - began
+        print(f"wrote {args.out}: {num} images {size}x{size}, {args.nfe} NFE, in {seconds:.1f} s", flush=True)
+        if args.fid_ref is not None:
+            from common.fid import compute_fid, npz_chunks
+
+            fid = compute_fid(
+                npz_chunks(args.out),
+                npz_chunks(args.fid_ref),
+                device=info.device,
+                weights_path=args.fid_weights,
+            )
+            print(f"FID ({num} samples vs {args.fid_ref.name}, torchmetrics): {fid:.3f}", flush=True)
+    barrier()
+
+
+if __name__ == "__main__":
+    main()

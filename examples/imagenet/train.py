@@ -1,0 +1,266 @@
+"""Train a class-conditional latent DiT with SoFlow on ImageNet 256 (the paper's recipe).
+
+    torchrun --nproc-per-node=8 train.py --config configs/B-4.json --data /data/in256-latents --out runs/B-4
+
+Recipe (SPEC §9): `SoFlowConfig.imagenet()` (75% flow matching, p = 1, eps = 0.01, training-time CFG
+with scale 3, drop 0.1, mix 0.25, decay 0.8; curriculum r 0.1 -> 0.002 over the run), AdamW lr 1e-4,
+betas (0.9, 0.99), no weight decay, constant lr, EMA 0.9999 every step, global batch 256. Latents are
+drawn from the stored VAE posterior as 0.18215 * (mean + std * eps) at every step.
+
+The run writes to `--out`: `config.json`, `metrics.csv` (and TensorBoard if installed),
+`checkpoints/ckpt-<step>.pt` (every `ckpt_every` steps and at the end; a restarted command resumes
+from the latest one exactly: model, EMA, optimizer, curriculum step, data position, every rank's RNG)
+and `samples/step-<step>-nfe{1,2}.png` grids from the EMA weights. `--stop-at K` ends the job at step
+K with a checkpoint (for clusters with time limits); `--smoke` trains a tiny DiT for a few steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.checkpoint import TrainState, latest_checkpoint
+from common.config import merge_config, soflow_config
+from common.distributed import DistInfo, cleanup, setup
+from common.images import save_grid, to_uint8
+from common.metrics import LossMeter, MetricLog
+from common.sampler import ResumableSampler
+from data import LATENT_SCALE, LatentDataset, sample_latents
+from dit import DIT_SIZES, DiT
+
+from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
+
+HERE = Path(__file__).resolve().parent
+DEFAULTS: dict[str, Any] = {
+    "model": "B/4",
+    "global_batch": 256,
+    "steps": 400_000,
+    "lr": 1e-4,
+    "betas": [0.9, 0.99],
+    "weight_decay": 0.0,
+    "ema_decay": 0.9999,
+    "soflow": {},  # overrides of SoFlowConfig.imagenet() fields, e.g. {"guidance": {"scale": 1.0}}
+    "hflip": False,
+    "seed": 0,
+    "bf16": False,
+    "compile": False,
+    "num_workers": 4,
+    "log_every": 100,
+    "ckpt_every": 10_000,
+    "keep": 3,
+    "sample_every": 10_000,
+    "vae": None,  # for sample grids; default: the VAE that encoded the latents
+}
+GRID_CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]  # ImageNet classes shown in the sample grids
+RESUME_MUST_MATCH = ("model", "global_batch", "seed", "hflip")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="JSON file of settings (see configs/)")
+    p.add_argument("--smoke", action="store_true", help="use configs/smoke.json: a tiny DiT, a few steps")
+    p.add_argument("--data", type=Path, required=True, help="folder written by extract_latents.py")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it has checkpoints)")
+    p.add_argument("--model", choices=sorted(DIT_SIZES))
+    p.add_argument("--global-batch", type=int, help="batch over all ranks (256)")
+    p.add_argument("--steps", type=int, help="training steps; also the curriculum length K")
+    p.add_argument("--stop-at", type=int, help="end this job at this step (with a checkpoint)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the DiT"
+    )
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random latent flips")
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--vae", help="VAE for the sample grids (Hub name or folder)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+class SampleGrids:
+    """PNG grids of 1- and 2-NFE samples from the EMA weights, on fixed noise and labels (main rank)."""
+
+    def __init__(
+        self, config: dict[str, Any], dataset: LatentDataset, device: torch.device, out: Path
+    ) -> None:
+        from vae import load_vae
+
+        self.vae = load_vae(config["vae"] or dataset.info["vae"], device)
+        self.model = build_model(config, dataset).to(device).eval()
+        c, h, w = dataset.latent_shape
+        n = len(GRID_CLASSES) * 2
+        generator = torch.Generator().manual_seed(config["seed"])
+        self.noise = torch.randn(n, c, h, w, generator=generator).to(device)
+        classes = GRID_CLASSES if dataset.num_classes == 1000 else range(dataset.num_classes)
+        self.labels = torch.tensor(list(classes), device=device).repeat(n)[:n]
+        self.seed = config["seed"]
+        self.out = out / "samples"
+
+    @torch.no_grad()
+    def __call__(self, ema: EMA, step: int) -> None:
+        ema.copy_to(self.model)
+        for nfe in (1, 2):
+            generator = torch.Generator(self.noise.device).manual_seed(self.seed)
+            latents = sample(self.model, self.noise, steps=nfe, cond=self.labels, generator=generator)
+            images = self.vae.decode(latents / LATENT_SCALE).sample
+            save_grid(to_uint8(images), self.out / f"step-{step:07d}-nfe{nfe}.png", nrow=len(GRID_CLASSES))
+
+
+def build_model(config: dict[str, Any], dataset: LatentDataset) -> SolutionFlowWrapper:
+    c, h, _ = dataset.latent_shape
+    return SolutionFlowWrapper(
+        DiT(config["model"], input_size=h, in_channels=c, num_classes=dataset.num_classes)
+    )
+
+
+def check_resume(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    changed = [key for key in RESUME_MUST_MATCH if saved.get(key) != config.get(key)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
+
+
+def train(config: dict[str, Any], info: DistInfo) -> None:
+    out, device = Path(config["out"]), info.device
+    dataset = LatentDataset(config["data"])
+    config.update(
+        num_classes=dataset.num_classes,
+        latent_shape=list(dataset.latent_shape),
+        image_size=dataset.info["image_size"],
+    )
+    config["vae"] = config["vae"] or dataset.info["vae"]
+    if config["global_batch"] % info.world_size:
+        raise ValueError(f"global batch {config['global_batch']} is not divisible by {info.world_size} ranks")
+    batch = config["global_batch"] // info.world_size
+    rank_seed = config["seed"] * 100_003 + info.rank
+    torch.manual_seed(rank_seed)  # the global generators (used by random layers, if any)
+    generators = {
+        "latents": torch.Generator(device).manual_seed(3 * rank_seed + 1),
+        "objective": torch.Generator(device).manual_seed(3 * rank_seed + 2),
+    }
+
+    model = build_model(config, dataset).to(device)
+    ema = EMA(model, decay=config["ema_decay"])
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"]
+    )
+    objective = SoFlowLoss(soflow_config("imagenet", config["steps"], config["soflow"]))
+    sampler = ResumableSampler(
+        len(dataset), batch, rank=info.rank, world_size=info.world_size, seed=config["seed"]
+    )
+    state = TrainState(
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
+        objective=objective,
+        sampler=sampler,
+        generators=generators,
+        config=config,
+        dist=info,
+    )
+    ckpt_dir = out / "checkpoints"
+    start = 0
+    latest = None if config["no_resume"] else latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        start, saved = state.load(latest)
+        check_resume(saved, config)
+        if info.is_main:
+            print(f"resumed from {latest} at step {start}", flush=True)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+
+    net: torch.nn.Module = model
+    if info.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    if config["compile"]:
+        model.backbone.compile()  # compiles in place: parameter names (checkpoints, EMA) are unchanged
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,  # starts at the restored data position
+        num_workers=config["num_workers"],
+        pin_memory=device.type == "cuda",
+    )
+    log = MetricLog(out, resume_step=start, enabled=info.is_main)
+    grids = SampleGrids(config, dataset, device, out) if info.is_main and config["sample_every"] > 0 else None
+    stop = min(config["stop_at"] or config["steps"], config["steps"])
+    meter, began = LossMeter(device), time.perf_counter()
+    progress = tqdm(
+        total=stop, initial=start, disable=config["no_progress"] or not info.is_main, desc="train"
+    )
+    null_class = dataset.num_classes
+    net.train()
+    batches = iter(loader)
+    for step in range(start, stop):
+        moments, labels = next(batches)
+        moments = moments.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        latents = sample_latents(moments, generator=generators["latents"], hflip=config["hflip"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config["bf16"]):
+            out_step = objective(
+                net, latents, labels, null_cond=null_class, generator=generators["objective"]
+            )
+        optimizer.zero_grad(set_to_none=True)
+        out_step.loss.backward()
+        optimizer.step()
+        ema.update(model)
+        sampler.position += 1
+        meter.update(out_step, batch)
+        done = step + 1
+        progress.update()
+        if done % config["log_every"] == 0 or done == stop:
+            row = {"step": done, **meter.summary(info.world_size), "r": out_step.r}
+            row.update(lr=optimizer.param_groups[0]["lr"], elapsed_s=time.perf_counter() - began)
+            log.log(row)
+            progress.set_postfix(fm_mse=f"{row['fm_mse']:.4f}", sc_mse=f"{row['sc_mse']:.4f}")
+            meter.reset()
+        if done % config["ckpt_every"] == 0 or done == stop:
+            state.save(ckpt_dir, done, keep=config["keep"])
+        if grids is not None and (done % config["sample_every"] == 0 or done == stop):
+            grids(ema, done)
+    progress.close()
+    log.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    path = HERE / "configs" / "smoke.json" if args.smoke else args.config
+    defaults = {
+        **DEFAULTS,
+        "data": None,
+        "out": None,
+        "stop_at": None,
+        "no_resume": False,
+        "no_progress": False,
+    }
+    config = merge_config(defaults, path, args)
+    config.update(
+        data=str(args.data), out=str(args.out), no_resume=args.no_resume, no_progress=args.no_progress
+    )
+    info = setup(args.device)
+    try:
+        train(config, info)
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
