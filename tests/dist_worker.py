@@ -1,0 +1,258 @@
+"""Multi-process check of SoFlowLoss under DDP or FSDP, launched by tests/test_distributed.py and
+tests/test_fsdp.py (not collected by pytest itself):
+
+    python -m torch.distributed.run --standalone --nproc-per-node=2 tests/dist_worker.py \
+        --mode ddp --device cpu --out RESULT_DIR
+
+Each rank trains a copy of the same model (same seed) on its own data (seed per rank) for a few steps,
+in two scenarios: a two-time MLP without guidance, and a class-conditional single-time network
+wrapped by SingleTimeAdapter with training-time guidance (three network passes per step). At every
+step it recomputes the loss and gradients on the same inputs with an unwrapped copy of the current
+parameters, gathers these local gradients from all ranks and compares their mean with the
+distributed (all-reduced / reduce-scattered) gradient. It also counts the backbone calls made with
+gradient enabled and the calls of the distributed module's forward with gradient enabled: every
+gradient-bearing network call must go through the distributed module. At the end it compares the
+full parameters across ranks. Each rank writes `rank{r}.json` with the measured differences; the
+pytest side asserts on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from soflow_toolkit import GuidanceConfig, SingleTimeAdapter, SoFlowConfig, SoFlowLoss, SolutionFlowWrapper
+
+
+class TwoTimeMLP(nn.Module):
+    """`F(x, t, s)` with a registered buffer (exercises DDP's buffer broadcast)."""
+
+    def __init__(self, dim: int = 2, width: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.linspace(-0.1, 0.1, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim + 2, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, dim)
+        )
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return self.net(torch.cat([x + self.shift, t[:, None], s[:, None]], dim=1))
+
+
+class LabelTimeNet(nn.Module):
+    """A single-time, class-conditional network `net(x, time, labels)` with its own time embedder."""
+
+    def __init__(self, dim: int = 2, width: int = 32, num_classes: int = 3) -> None:
+        super().__init__()
+        self.time_embed = nn.Sequential(nn.Linear(1, width), nn.SiLU(), nn.Linear(width, width))
+        self.label_embed = nn.Embedding(num_classes + 1, width)
+        self.net = nn.Sequential(nn.Linear(dim + width, width), nn.SiLU(), nn.Linear(width, dim))
+
+    def forward(self, x: Tensor, time: Tensor, labels: Tensor) -> Tensor:
+        emb = self.time_embed(time[:, None]) + self.label_embed(labels)
+        return self.net(torch.cat([x, emb], dim=1))
+
+
+NUM_CLASSES = 3
+
+
+def build(scenario: str) -> tuple[SolutionFlowWrapper, SoFlowConfig]:
+    torch.manual_seed(0)  # identical initial weights on every rank
+    if scenario == "plain":
+        return SolutionFlowWrapper(TwoTimeMLP()), SoFlowConfig(total_steps=10)
+    guidance = GuidanceConfig(scale=2.0, drop_rate=0.25, mix_ratio=0.5, decay_time=0.8)
+    model = SolutionFlowWrapper(SingleTimeAdapter(LabelTimeNet(), time_embedding="time_embed"))
+    return model, SoFlowConfig(total_steps=10, guidance=guidance)
+
+
+def full(tensor: Tensor) -> Tensor:
+    """The full (unsharded) value of a parameter or gradient (FSDP2 keeps DTensor shards)."""
+    full_tensor = getattr(tensor, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else tensor
+
+
+def flat(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.detach().reshape(-1).to("cpu", torch.float64) for t in tensors])
+
+
+def distribute(model: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
+    if mode == "fsdp2":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        # One FSDP unit per parametrized child of the backbone (the time embedder included), then the root.
+        backbone = (
+            model.backbone.backbone if isinstance(model.backbone, SingleTimeAdapter) else model.backbone
+        )
+        for child in backbone.children():
+            if any(True for _ in child.parameters()):
+                fully_shard(child, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+    if mode == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel(model, device_id=device, use_orig_params=True)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def full_params_and_grads(model: nn.Module, mode: str) -> tuple[dict[str, Tensor], list[Tensor]]:
+    if mode == "fsdp1":
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, with_grads=True):
+            params = {n: p.detach().clone() for n, p in model.named_parameters()}
+            grads = [p.grad.detach().clone() for p in model.parameters()]
+        return params, grads
+    params = {n: full(p.detach()).clone() for n, p in model.named_parameters()}
+    grads = [full(p.grad).clone() for p in model.parameters()]
+    return params, grads
+
+
+def strip(name: str) -> str:
+    for prefix in ("module.", "_fsdp_wrapped_module.", "_orig_mod."):
+        name = name.replace(prefix, "")
+    return name
+
+
+def run_scenario(scenario: str, mode: str, device: torch.device, steps: int) -> dict[str, Any]:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model, config = build(scenario)
+    model.to(device)
+    reference = copy.deepcopy(model)
+    initial = flat(list(model.parameters()))
+    distributed = distribute(model, mode, device)
+    optimizer = torch.optim.Adam(distributed.parameters(), lr=1e-2)
+    objective, ref_objective = SoFlowLoss(config), SoFlowLoss(config)
+    conditional = scenario == "guided"
+
+    counts = {"backbone_with_grad": 0, "distributed_with_grad": 0}
+
+    def count(key: str) -> Any:
+        def hook(module: nn.Module, args: Any) -> None:
+            if torch.is_grad_enabled():
+                counts[key] += 1
+
+        return hook
+
+    backbone = model.backbone if mode != "fsdp1" else distributed.module.backbone  # type: ignore[union-attr]
+    backbone.register_forward_pre_hook(count("backbone_with_grad"))
+    distributed.register_forward_pre_hook(count("distributed_with_grad"))
+
+    grad_diff = grad_scale = loss_diff = 0.0
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(1000 * (rank + 1) + step)
+        data = torch.randn(8, 2, generator=generator).to(device)
+        labels = torch.randint(0, NUM_CLASSES, (8,), generator=generator).to(device) if conditional else None
+        null = NUM_CLASSES if conditional else None
+        draw = objective.draw(data, step=step, conditional=conditional, generator=generator)
+
+        out = objective(distributed, data, labels, null, draw=draw)
+        optimizer.zero_grad()
+        out.loss.backward()
+        params, grads = full_params_and_grads(distributed, mode)
+
+        # The same step without any wrapper, on this rank's inputs only.
+        current = {strip(n): p for n, p in params.items()}
+        with torch.no_grad():
+            for name, param in reference.named_parameters():
+                param.copy_(current[name])
+        reference.zero_grad()
+        ref_out = ref_objective(reference, data, labels, null, draw=draw, step=step)
+        ref_out.loss.backward()
+        local = flat([p.grad for p in reference.parameters()])
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(gathered, local)
+        mean = torch.stack(gathered).mean(dim=0)
+        grad_diff = max(grad_diff, float((flat(grads) - mean).abs().max()))
+        grad_scale = max(grad_scale, float(mean.abs().max()))
+        loss_diff = max(loss_diff, abs(float(out.loss.detach()) - float(ref_out.loss.detach())))
+        optimizer.step()
+
+    final, _ = full_params_and_grads(distributed, mode)
+    mine = flat(list(final.values()))
+    everyone = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(everyone, mine)
+    return {
+        "grad_max_abs_diff": grad_diff,
+        "grad_max_abs": grad_scale,
+        "loss_max_abs_diff": loss_diff,
+        "param_max_rank_diff": max(float((p - everyone[0]).abs().max()) for p in everyone),
+        "param_change": float((mine - initial).abs().max()),
+        "num_params": mine.numel(),
+        "steps": steps,
+        "world_size": world,
+        **counts,
+        "objective_step": objective.step,
+    }
+
+
+def run_workers(
+    mode: str, out: Path, *, device: str = "cpu", nproc: int = 2, steps: int = 3
+) -> list[dict[str, Any]]:
+    """Launch this script on `nproc` processes with `python -m torch.distributed.run`; return each rank's results.
+
+    Raises:
+        RuntimeError: with the tail of the workers' output if the launch fails.
+    """
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OMP_NUM_THREADS"] = "1"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        str(Path(__file__).resolve()), "--mode", mode, "--device", device, "--steps", str(steps), "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{mode} workers failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        )
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(nproc)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["ddp", "fsdp2", "fsdp1"], required=True)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    try:
+        results = {
+            scenario: run_scenario(scenario, args.mode, device, args.steps)
+            for scenario in ("plain", "guided")
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"rank{dist.get_rank()}.json").write_text(json.dumps(results, indent=2))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
