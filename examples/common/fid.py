@@ -8,7 +8,8 @@ resizing and weights port): use the ADM evaluator on the `.npz` for numbers comp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,17 @@ def compute_fid(
     return float(metric.compute())
 
 
-def npz_chunks(path: Path | str, key: str = "arr_0", chunk: int = 500) -> Iterable[np.ndarray]:
-    """Chunks of the uint8 images stored under `key` in an `.npz` (e.g. an ADM reference batch)."""
-    images = np.load(path)[key]
-    for start in range(0, len(images), chunk):
-        yield images[start : start + chunk]
+def npz_chunks(path: Path | str, key: str = "arr_0", chunk: int = 500) -> Iterator[np.ndarray]:
+    """Chunks of the array `key` of an `.npz` (e.g. an ADM reference batch), read without loading it whole."""
+    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        if fortran:
+            raise ValueError(f"{path}:{key} is stored in Fortran order; expected C order")
+        row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
+        for start in range(0, shape[0], chunk):
+            n = min(chunk, shape[0] - start)
+            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
-from common.distributed import DistInfo, barrier, cleanup, setup
-from common.images import NpzWriter, balanced_labels, save_grid, to_uint8
+from common.distributed import DistInfo, cleanup, setup
+from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
 from dit import DiT
 from vae import decode_latents, load_vae
@@ -97,47 +94,28 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
     if num % num_classes and info.is_main:
         print(f"note: {num} samples are not a multiple of {num_classes} classes: counts differ by one")
     labels = balanced_labels(num, num_classes, generator=torch.Generator().manual_seed(args.seed))
-    num_batches = math.ceil(num / args.batch_size)
-    mine = range(info.rank, num_batches, info.world_size)
-
-    def bounds(j: int) -> tuple[int, int]:
-        return j * args.batch_size, min(num, (j + 1) * args.batch_size)
-
-    parts = args.out.with_name(args.out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    rows = sum(hi - lo for lo, hi in map(bounds, mine))
-    part = np.lib.format.open_memmap(
-        parts / f"rank-{info.rank:05d}.npy", "w+", np.uint8, (rows, size, size, 3)
-    )
-    began, row = time.perf_counter(), 0
     c, h, w = config["latent_shape"]
-    for j in tqdm(mine, desc="sample", disable=args.no_progress or not info.is_main):
-        lo, hi = bounds(j)
+
+    def make_batch(j: int, lo: int, hi: int) -> np.ndarray:
         generator = torch.Generator(info.device).manual_seed(args.seed * 2**32 + j)
         noise = torch.randn(hi - lo, c, h, w, generator=generator, device=info.device)
         cond = labels[lo:hi].to(info.device)
         latents = sample(model, noise, steps=args.nfe, cond=cond, method=args.method, generator=generator)
-        part[row : row + hi - lo] = to_uint8(decode_latents(vae, latents, LATENT_SCALE))
-        row += hi - lo
-    part.flush()
-    del part
-    barrier()
+        return to_uint8(decode_latents(vae, latents, LATENT_SCALE))
+
+    began = time.perf_counter()
+    extra = {"labels": labels.numpy()}
+    write_samples_npz(
+        args.out,
+        num,
+        args.batch_size,
+        (size, size, 3),
+        make_batch,
+        info,
+        extra=extra,
+        progress=not args.no_progress,
+    )
     if info.is_main:
-        # Interleave the ranks' parts back into the global batch order.
-        readers = [np.load(parts / f"rank-{r:05d}.npy", mmap_mode="r") for r in range(info.world_size)]
-        offsets, first = [0] * info.world_size, []
-        with NpzWriter(args.out, num, (size, size, 3)) as writer:
-            for j in range(num_batches):
-                r, (lo, hi) = j % info.world_size, bounds(j)
-                chunk = readers[r][offsets[r] : offsets[r] + hi - lo]
-                writer.write(chunk)
-                offsets[r] += hi - lo
-                if lo < 64:
-                    first.append(np.array(chunk[: 64 - lo]))
-            writer.add("labels", labels.numpy())
-        del readers
-        shutil.rmtree(parts)
-        save_grid(np.concatenate(first), args.out.with_suffix(".png"), nrow=8)
         seconds = time.perf_counter() - began
         print(f"wrote {args.out}: {num} images {size}x{size}, {args.nfe} NFE, in {seconds:.1f} s", flush=True)
         if args.fid_ref is not None:
@@ -150,7 +128,6 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
                 weights_path=args.fid_weights,
             )
             print(f"FID ({num} samples vs {args.fid_ref.name}, torchmetrics): {fid:.3f}", flush=True)
-    barrier()
 
 
 if __name__ == "__main__":

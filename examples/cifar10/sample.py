@@ -1,0 +1,131 @@
+"""Sample a trained CIFAR-10 UNet in 1, 2 or N steps and write an `.npz` for FID evaluation.
+
+    torchrun --nproc-per-node=8 sample.py --ckpt runs/cifar10 --nfe 1 --out samples/cifar10-nfe1.npz
+
+Loads the EMA weights of the latest checkpoint of a run folder (or of a given `ckpt-*.pt`) and writes
+`arr_0`: uint8 `(N, 32, 32, 3)` (50,000 by default) plus a PNG grid of the first 64. Batch `j` uses
+noise seeded by `(seed, j)`, so the output does not depend on the number of ranks. With `--fid-ref`
+(the CIFAR-10 batches folder, whose 50,000 training images are the usual reference, or an `.npz`)
+and `torchmetrics` installed it also prints a FID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cifar import load_cifar10
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.distributed import DistInfo, cleanup, setup
+from common.images import to_uint8, write_samples_npz
+from unet import UNet
+
+from soflow_toolkit import EMA, SolutionFlowWrapper, sample
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
+    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
+    p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
+    p.add_argument("--num-samples", type=int, help="number of images (50000)")
+    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--fid-ref", type=Path, help="CIFAR-10 batches folder or an .npz of real uint8 images")
+    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--smoke", action="store_true", help="16 samples in batches of 8")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.num_samples = args.num_samples or (16 if args.smoke else 50_000)
+    args.batch_size = args.batch_size or (8 if args.smoke else 500)
+    return args
+
+
+def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict[str, Any]]:
+    """The UNet of a checkpoint with its EMA (or raw) weights, and the run's config."""
+    payload = load_checkpoint(path)
+    config = json.loads(payload["config"])
+    model = SolutionFlowWrapper(UNet.from_config(config))
+    if weights == "ema":
+        ema = EMA(model, dtype=torch.float64)
+        ema.load_state_dict(payload["ema"])
+        ema.copy_to(model)
+    else:
+        model.load_state_dict(payload["model"])
+    return model.eval(), config
+
+
+def reference_chunks(path: Path) -> Iterator[np.ndarray]:
+    if path.suffix == ".npz":
+        from common.fid import npz_chunks
+
+        yield from npz_chunks(path)
+        return
+    images, _ = load_cifar10(path)
+    yield from images.permute(0, 2, 3, 1).numpy().reshape(-1, 500, 32, 32, 3)
+
+
+def run(args: argparse.Namespace, info: DistInfo) -> None:
+    path = args.ckpt if args.ckpt.is_file() else latest_checkpoint(args.ckpt / "checkpoints")
+    if path is None:
+        raise ValueError(f"no checkpoint found in {args.ckpt}/checkpoints")
+    model, _ = load_model(path, args.weights)
+    model.to(info.device)
+
+    def make_batch(j: int, lo: int, hi: int) -> np.ndarray:
+        generator = torch.Generator(info.device).manual_seed(args.seed * 2**32 + j)
+        noise = torch.randn(hi - lo, 3, 32, 32, generator=generator, device=info.device)
+        return to_uint8(sample(model, noise, steps=args.nfe, method=args.method, generator=generator))
+
+    began = time.perf_counter()
+    write_samples_npz(
+        args.out,
+        args.num_samples,
+        args.batch_size,
+        (32, 32, 3),
+        make_batch,
+        info,
+        progress=not args.no_progress,
+    )
+    if info.is_main:
+        seconds = time.perf_counter() - began
+        print(f"wrote {args.out}: {args.num_samples} images, {args.nfe} NFE, in {seconds:.1f} s", flush=True)
+        if args.fid_ref is not None:
+            from common.fid import compute_fid, npz_chunks
+
+            fid = compute_fid(
+                npz_chunks(args.out),
+                reference_chunks(args.fid_ref),
+                device=info.device,
+                weights_path=args.fid_weights,
+            )
+            print(
+                f"FID ({args.num_samples} samples vs {args.fid_ref.name}, torchmetrics): {fid:.3f}",
+                flush=True,
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    info = setup(args.device)
+    try:
+        run(args, info)
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Train an unconditional UNet with SoFlow on CIFAR-10 (the paper's recipe).
+
+    torchrun --nproc-per-node=8 train.py --data /data/cifar-10-batches-py --out runs/cifar10
+
+Recipe (SPEC §9): `SoFlowConfig.cifar10()` (consistency loss only, p = 0.75, eps = 1e-3, curriculum r
+1 -> 0.0003125 over the run), RAdam lr 1e-4, betas (0.9, 0.999), EMA 0.9999 applied every 16 steps
+in float64, global batch 1024, 800k steps, dropout 0.3. The online and target passes of the
+consistency loss see the same dropout masks (the objective restores the random state, as the
+official code does).
+
+Outputs, resuming, `--stop-at` and `--smoke` work as in `examples/imagenet/train.py`:
+`config.json`, `metrics.csv` (and TensorBoard if installed), `checkpoints/ckpt-<step>.pt`,
+`samples/step-<step>-nfe{1,2}.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cifar import load_cifar10, random_hflip, to_model_range
+from common.checkpoint import TrainState, latest_checkpoint
+from common.config import merge_config, soflow_config
+from common.distributed import DistInfo, cleanup, setup
+from common.images import save_grid, to_uint8
+from common.metrics import LossMeter, MetricLog
+from common.sampler import ResumableSampler
+from unet import ARCHITECTURE, UNet
+
+from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
+
+HERE = Path(__file__).resolve().parent
+DEFAULTS: dict[str, Any] = {
+    "channels": 128,
+    "channel_mult": [2, 2, 2],
+    "num_blocks": 4,
+    "attn_resolutions": [16],
+    "dropout": 0.3,
+    "global_batch": 1024,
+    "steps": 800_000,
+    "lr": 1e-4,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "ema_decay": 0.9999,
+    "ema_every": 16,
+    "soflow": {},  # overrides of SoFlowConfig.cifar10() fields
+    "hflip": False,
+    "seed": 0,
+    "bf16": False,
+    "compile": False,
+    "log_every": 100,
+    "ckpt_every": 10_000,
+    "keep": 3,
+    "sample_every": 10_000,
+}
+RESUME_MUST_MATCH = (*ARCHITECTURE, "global_batch", "seed", "hflip", "ema_every")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="JSON file of settings (see configs/)")
+    p.add_argument("--smoke", action="store_true", help="use configs/smoke.json: a tiny UNet, a few steps")
+    p.add_argument("--data", type=Path, required=True, help="cifar-10-batches-py (or its parent folder)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it has checkpoints)")
+    p.add_argument("--global-batch", type=int, help="batch over all ranks (1024)")
+    p.add_argument("--steps", type=int, help="training steps; also the curriculum length K")
+    p.add_argument("--stop-at", type=int, help="end this job at this step (with a checkpoint)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the UNet"
+    )
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random flips")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def save_grids(
+    model: SolutionFlowWrapper, ema: EMA, noise: torch.Tensor, seed: int, out: Path, step: int
+) -> None:
+    """1- and 2-NFE samples of the EMA weights on fixed noise, as PNG grids."""
+    ema.copy_to(model)
+    for nfe in (1, 2):
+        generator = torch.Generator(noise.device).manual_seed(seed)
+        images = sample(model, noise, steps=nfe, generator=generator)
+        save_grid(to_uint8(images), out / "samples" / f"step-{step:07d}-nfe{nfe}.png", nrow=8)
+
+
+def check_resume(saved: dict[str, Any], config: dict[str, Any]) -> None:
+    changed = [key for key in RESUME_MUST_MATCH if saved.get(key) != config.get(key)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
+
+
+def train(config: dict[str, Any], info: DistInfo) -> None:
+    out, device = Path(config["out"]), info.device
+    images, _ = load_cifar10(config["data"])
+    images = images.to(device)  # 150 MB of uint8 for the 50,000 training images
+    if config["global_batch"] % info.world_size:
+        raise ValueError(f"global batch {config['global_batch']} is not divisible by {info.world_size} ranks")
+    batch = config["global_batch"] // info.world_size
+    rank_seed = config["seed"] * 100_003 + info.rank
+    torch.manual_seed(rank_seed)  # the global generators: dropout masks
+    generators = {
+        "augment": torch.Generator(device).manual_seed(3 * rank_seed + 1),
+        "objective": torch.Generator(device).manual_seed(3 * rank_seed + 2),
+    }
+
+    model = SolutionFlowWrapper(UNet.from_config(config)).to(device)
+    ema = EMA(model, decay=config["ema_decay"], every=config["ema_every"], dtype=torch.float64)
+    optimizer = torch.optim.RAdam(
+        model.parameters(), lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"]
+    )
+    objective = SoFlowLoss(soflow_config("cifar10", config["steps"], config["soflow"]))
+    sampler = ResumableSampler(
+        len(images), batch, rank=info.rank, world_size=info.world_size, seed=config["seed"]
+    )
+    state = TrainState(
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
+        objective=objective,
+        sampler=sampler,
+        generators=generators,
+        config=config,
+        dist=info,
+    )
+    ckpt_dir = out / "checkpoints"
+    start = 0
+    latest = None if config["no_resume"] else latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        start, saved = state.load(latest)
+        check_resume(saved, config)
+        if info.is_main:
+            print(f"resumed from {latest} at step {start}", flush=True)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+
+    net: torch.nn.Module = model
+    if info.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config["compile"]:
+        model.backbone.compile()  # compiles in place: parameter names (checkpoints, EMA) are unchanged
+    log = MetricLog(out, resume_step=start, enabled=info.is_main)
+    grid_model, grid_noise = None, None
+    if info.is_main and config["sample_every"] > 0:
+        grid_model = SolutionFlowWrapper(UNet.from_config(config)).to(device).eval()
+        grid_noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(config["seed"])).to(
+            device
+        )
+    stop = min(config["stop_at"] or config["steps"], config["steps"])
+    meter, began = LossMeter(device), time.perf_counter()
+    progress = tqdm(
+        total=stop, initial=start, disable=config["no_progress"] or not info.is_main, desc="train"
+    )
+    net.train()
+    for step in range(start, stop):
+        indices = torch.tensor(sampler.batch(sampler.position), device=device)
+        data = to_model_range(images[indices])
+        if config["hflip"]:
+            data = random_hflip(data, generators["augment"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config["bf16"]):
+            out_step = objective(net, data, generator=generators["objective"])
+        optimizer.zero_grad(set_to_none=True)
+        out_step.loss.backward()
+        optimizer.step()
+        ema.update(model)
+        sampler.position += 1
+        meter.update(out_step, batch)
+        done = step + 1
+        progress.update()
+        if done % config["log_every"] == 0 or done == stop:
+            row = {"step": done, **meter.summary(info.world_size), "r": out_step.r}
+            row.update(lr=optimizer.param_groups[0]["lr"], elapsed_s=time.perf_counter() - began)
+            log.log(row)
+            progress.set_postfix(sc_mse=f"{row['sc_mse']:.4f}")
+            meter.reset()
+        if done % config["ckpt_every"] == 0 or done == stop:
+            state.save(ckpt_dir, done, keep=config["keep"])
+        if (
+            grid_model is not None
+            and grid_noise is not None
+            and (done % config["sample_every"] == 0 or done == stop)
+        ):
+            save_grids(grid_model, ema, grid_noise, config["seed"], out, done)
+    progress.close()
+    log.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    path = HERE / "configs" / "smoke.json" if args.smoke else args.config
+    defaults = {
+        **DEFAULTS,
+        "data": None,
+        "out": None,
+        "stop_at": None,
+        "no_resume": False,
+        "no_progress": False,
+    }
+    config = merge_config(defaults, path, args)
+    config.update(
+        data=str(args.data), out=str(args.out), no_resume=args.no_resume, no_progress=args.no_progress
+    )
+    info = setup(args.device)
+    try:
+        train(config, info)
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
