@@ -1,4 +1,4 @@
-"""Griffe extension: render Sphinx-style roles in docstrings as mkdocstrings cross-references.
+"""Griffe extension: adapt the package's docstrings to mkdocstrings (roles and example sections).
 
 The package's docstrings are Markdown, but some of them name other objects with reStructuredText
 roles such as :class:`~soflow_toolkit.NoisePath` or :func:`consistency_terms`. Markdown would show
@@ -10,6 +10,10 @@ those literally. This extension rewrites each role, once the package is loaded, 
 
 Names resolve like Sphinx resolves them: a dotted path from the package root, or a name looked up in
 the object's own scope, then in each enclosing scope up to the package.
+
+It also renames the Google-style section title `Example:` to `Examples:`. Both are valid Google style,
+but griffe parses only `Examples:` as an examples section, whose `>>>` lines become highlighted code;
+under `Example:` the doctest lines would be read as Markdown block quotes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import griffe
 
+_EXAMPLE_TITLE = re.compile(r"^(?P<indent>[ \t]*)Example:[ \t]*$", re.M)
 _ROLE = re.compile(r":(?:class|func|meth|attr|mod|data|obj|exc|const):`(?P<tilde>~?)(?P<name>[\w.]+)`")
 
 
@@ -91,5 +96,6 @@ class SphinxRoles(griffe.Extension):
                 continue
             seen.add(id(obj))
             if obj.docstring is not None and ":" in obj.docstring.value:
-                obj.docstring.value = convert_roles(obj.docstring.value, obj, pkg)
+                text = convert_roles(obj.docstring.value, obj, pkg)
+                obj.docstring.value = _EXAMPLE_TITLE.sub(r"\g<indent>Examples:", text)
             stack.extend(member for member in obj.members.values() if not member.is_alias)

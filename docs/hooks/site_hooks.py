@@ -9,6 +9,9 @@
   the repository page and in the site.
 - `docs/examples.md` gets a table of the example scripts in `examples/`, built from each script's
   module docstring, in place of the marker `<!-- examples-index -->`.
+- `docs/api/index.md` gets a table of every documented name with the first line of its docstring,
+  page by page, in place of the marker `<!-- api-index -->`, built from the `:::` lines of the pages
+  listed under "API reference" in the navigation.
 - `docs/guides/infrastructure.md` is written alongside the infrastructure code; until it exists the
   site shows a short stub in its place, so the navigation stays complete.
 """
@@ -16,6 +19,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ EXAMPLES = ROOT / "examples"
 
 _OPTIONAL_INCLUDE = re.compile(r'^(?P<indent>[ \t]*)--8<--\s+"(?P<path>benchmarks/results/[^"]+)"\s*$', re.M)
 _EXAMPLES_MARKER = "<!-- examples-index -->"
+_API_MARKER = "<!-- api-index -->"
+_ROLE = re.compile(r":[a-z]+:`~?(?:[\w]+\.)*(?P<name>\w+)`")
 
 _INFRASTRUCTURE_STUB = """\
 # Distributed, compile and mixed precision
@@ -94,8 +101,51 @@ def examples_index() -> str:
     return "\n".join(rows) + "\n"
 
 
-def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
-    """Fill the examples table and replace includes of results that do not exist yet."""
+def _resolve(identifier: str) -> Any:
+    module_name, _, attr = identifier.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return importlib.import_module(identifier)
+
+
+def _summary(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    line = _first_paragraph(doc)
+    return _ROLE.sub(lambda m: f"`{m['name']}`", line).replace("|", "\\|")
+
+
+def api_index(nav: Any) -> str:
+    """A Markdown table per API page: each documented name, linked, with its docstring's first line."""
+    section = next((item for item in nav.items if item.title == "API reference"), None)
+    if section is None:
+        return ""
+    out: list[str] = []
+    for child in section.children:
+        if child.file is None or child.file.src_uri == "api/index.md":
+            continue
+        identifiers = re.findall(r"^:::\s+(\S+)", Path(child.file.abs_src_path).read_text("utf-8"), re.M)
+        rows: list[str] = []
+        for identifier in identifiers:
+            obj = _resolve(identifier)
+            if inspect.ismodule(obj):
+                for name in getattr(obj, "__all__", []):
+                    member = getattr(obj, name)
+                    if inspect.getdoc(member) and not isinstance(member, (int, float, str)):
+                        rows.append(f"| [`{name}`][{identifier}.{name}] | {_summary(member)} |")
+            else:
+                rows.append(f"| [`{identifier.rsplit('.', 1)[-1]}`][{identifier}] | {_summary(obj)} |")
+        link = Path(child.file.src_uri).relative_to("api").as_posix()
+        out += [f"## [{child.title}]({link})", "", "| Name | Summary |", "|---|---|", *rows, ""]
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any, **kwargs: Any) -> str:
+    """Fill the generated tables and replace includes of results that do not exist yet."""
+    if page.file.src_uri == "api/index.md" and _API_MARKER in markdown:
+        from mkdocs.structure.nav import get_navigation
+
+        markdown = markdown.replace(_API_MARKER, api_index(get_navigation(files, config)))
     if page.file.src_uri == "benchmarks.md":
         markdown = _OPTIONAL_INCLUDE.sub(_missing_results, markdown)
     if page.file.src_uri == "examples.md" and _EXAMPLES_MARKER in markdown:
