@@ -7,8 +7,9 @@
   Figures in `benchmarks/results/` (PNG, SVG) are published at the site root under their own names, so
   a results file can show them with a link relative to itself (`![...](NAME.png)`) that works both on
   the repository page and in the site.
-- `docs/examples.md` gets a table of the example scripts in `examples/`, built from each script's
-  module docstring, in place of the marker `<!-- examples-index -->`.
+- `docs/examples.md` gets tables of the example scripts in `examples/` and its subfolders, built from
+  each file's module docstring (first paragraph; first indented line = the command), in place of the
+  marker `<!-- examples-index -->`.
 - `docs/api/index.md` gets a table of every documented name with the first line of its docstring,
   page by page, in place of the marker `<!-- api-index -->`, built from the `:::` lines of the pages
   listed under "API reference" in the navigation.
@@ -88,17 +89,51 @@ def _first_paragraph(docstring: str | None) -> str:
     return " ".join(line.strip() for line in paragraph.splitlines())
 
 
+def _usage(docstring: str | None) -> str:
+    """The first indented line of a module docstring: its usage command, by this project's convention."""
+    for line in (docstring or "").splitlines():
+        if line.startswith("    ") and line.strip():
+            return line.strip()
+    return ""
+
+
+def _example_rows(folder: Path) -> tuple[list[str], list[str]]:
+    scripts: list[str] = []
+    modules: list[str] = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        source = path.read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(source))
+        rel = path.relative_to(ROOT).as_posix()
+        summary = _first_paragraph(docstring).replace("|", "\\|") or "(no description)"
+        if 'if __name__ == "__main__"' in source:
+            command = _usage(docstring).replace("|", "\\|")
+            scripts.append(f"| `{rel}` | {summary} | {f'`{command}`' if command else ''} |")
+        else:
+            modules.append(f"`{rel}`: {summary}")
+    return scripts, modules
+
+
 def examples_index() -> str:
-    """A Markdown table of `examples/*.py`: script, what it does (its docstring), how to run it."""
-    scripts = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")) if EXAMPLES.is_dir() else []
-    if not scripts:
-        return "_No example scripts are present in this checkout._\n"
-    rows = ["| Script | What it does | Run |", "|---|---|---|"]
-    for script in scripts:
-        summary = _first_paragraph(ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))))
-        summary = summary.replace("|", "\\|") or "(no description)"
-        rows.append(f"| `examples/{script.name}` | {summary} | `python examples/{script.name} --help` |")
-    return "\n".join(rows) + "\n"
+    """Markdown tables of the example scripts, folder by folder, from their module docstrings."""
+    if not EXAMPLES.is_dir():
+        return "_No examples are present in this checkout._\n"
+    folders = [EXAMPLES] + sorted(
+        p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+    out: list[str] = []
+    for folder in folders:
+        scripts, modules = _example_rows(folder)
+        if not scripts and not modules:
+            continue
+        title = "examples/" if folder == EXAMPLES else f"examples/{folder.name}/"
+        out += [f"### `{title}`", ""]
+        if scripts:
+            out += ["| Script | What it does | Command (from its folder) |", "|---|---|---|", *scripts, ""]
+        if modules:
+            out += ["Supporting modules:", "", *[f"- {m}" for m in modules], ""]
+    return "\n".join(out) + "\n" if out else "_No examples are present in this checkout._\n"
 
 
 def _resolve(identifier: str) -> Any:
