@@ -1,0 +1,44 @@
+"""Shared test configuration: hypothesis profiles and small fixtures.
+
+Profiles (choose with the environment variable `HYPOTHESIS_PROFILE`):
+
+- `ci` (default): no deadline (the first call of a torch op can be slow), a moderate number of
+  examples so that the whole core suite stays well under a minute on two CPU cores.
+- `dev`: even fewer examples, for a quick edit-test loop.
+- `thorough`: many examples, for an occasional deep run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("dev", deadline=None, max_examples=10)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    """A CPU generator with a fixed seed: every random draw in a test goes through it."""
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    """Tests that seed the global generator (dropout tests) must not leak that state to others."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
