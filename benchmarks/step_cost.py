@@ -1,0 +1,577 @@
+r"""Training-step cost of SoFlow against flow matching and MeanFlow (benchmark protocol §1).
+
+Same backbone, same batch, same device, one process: a small DiT-style transformer (attention through
+`scaled_dot_product_attention`) and a small conv UNet (`benchmarks/models.py`). Rows:
+
+- **FM**: plain flow matching on the raw backbone, one forward and one backward (the floor).
+- **FM + CFG**: flow matching with the guided target of SPEC §6 (one more no-grad forward).
+- **SoFlow**: the toolkit's `SoFlowLoss` with `SoFlowConfig.imagenet()` without guidance
+  ($\rho = 0.75$), through `SolutionFlowWrapper` (input checks on, the default).
+- **SoFlow, check_inputs=False**: the same with the wrapper's time-range checks off.
+- **SoFlow + CFG**: `SoFlowConfig.imagenet()` ($\omega = 3$, mix 0.25, decay 0.8, drop 0.1).
+- **Official-structure SoFlow (+ CFG)**: a plain transcription of the official step on the raw
+  backbone: separate flow matching and consistency forwards (SPEC §4–§5), random state saved before
+  the online consistency forward and restored for the target forward. With guidance it does five
+  forwards: unconditional (FM rows), FM with gradient, unconditional + conditional (consistency rows,
+  batched in one no-grad forward), online, target.
+- **MeanFlow (JVP) (+ CFG)**: `benchmarks/baselines.meanflow_loss` (`torch.func.jvp`, SPEC §10) inside
+  `math_attention()`, since forward-mode AD has no rule for the fused attention kernels.
+
+A step is: draw noise and times, compute the loss, `backward()`, drop the gradients
+(`zero_grad(set_to_none=True)`); no optimizer update (it costs the same for every method).
+Time: the rows run interleaved, one step each per round (the order rotates every round), after a
+warm-up; the table gives the median step time, the ratio of medians to FM, and the range of that
+ratio over three consecutive blocks of rounds. Memory: on CPU each row runs again in a fresh
+subprocess (glibc told to return freed memory to the system: `MALLOC_MMAP_THRESHOLD_`,
+`MALLOC_TRIM_THRESHOLD_`); after the warm-up the peak-RSS counter is reset (`/proc/self/clear_refs`)
+and the table gives the peak RSS during the measured steps minus the RSS just before them (what the
+step itself holds: activations, gradients, temporaries), and the whole-process peak. On CUDA:
+`torch.cuda.max_memory_allocated` over the measured steps minus the memory allocated before them.
+
+Usage:
+    python benchmarks/step_cost.py              # the full run (a few minutes on 2 CPU cores)
+    python benchmarks/step_cost.py --quick      # tiny models, a few steps: CI keeps the script alive
+    python benchmarks/step_cost.py --out-dir /tmp/results --threads 2 --rounds 45
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.baselines import math_attention, meanflow_loss
+from benchmarks.models import TinyDiT, TinyUNet, count_parameters
+from soflow_toolkit import (
+    GuidanceConfig,
+    SoFlowConfig,
+    SoFlowLoss,
+    SolutionFlowWrapper,
+    sample_drop_mask,
+)
+
+NUM_CLASSES = 10
+FM_TIME = (-0.2, 1.0)  # logit-normal (mean, std) of flow matching times (ImageNet recipe)
+CONFIG = SoFlowConfig.imagenet(total_steps=100_000)
+PLAIN = dataclasses.replace(CONFIG, guidance=GuidanceConfig())
+GUIDANCE = CONFIG.guidance
+ROWS = (
+    "FM",
+    "FM + CFG",
+    "SoFlow",
+    "SoFlow, check_inputs=False",
+    "SoFlow + CFG",
+    "Official-structure SoFlow",
+    "Official-structure SoFlow + CFG",
+    "MeanFlow (JVP)",
+    "MeanFlow (JVP) + CFG",
+)
+BLOCKS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Model and batch sizes of a run."""
+
+    batch: int
+    dit: dict[str, Any]
+    unet: dict[str, Any]
+    dit_shape: tuple[int, int, int]
+    unet_shape: tuple[int, int, int]
+
+
+FULL = Sizes(
+    batch=32,
+    dit={"image_size": 16, "channels": 4, "patch": 2, "hidden": 128, "depth": 4, "heads": 4},
+    unet={"channels": 3, "base": 32, "mults": (1, 2)},
+    dit_shape=(4, 16, 16),
+    unet_shape=(3, 16, 16),
+)
+QUICK = Sizes(
+    batch=8,
+    dit={"image_size": 8, "channels": 4, "patch": 2, "hidden": 32, "depth": 1, "heads": 2},
+    unet={"channels": 3, "base": 8, "mults": (1, 2)},
+    dit_shape=(4, 8, 8),
+    unet_shape=(3, 8, 8),
+)
+
+
+def build_model(name: str, sizes: Sizes) -> tuple[nn.Module, tuple[int, int, int]]:
+    if name == "dit":
+        return TinyDiT(num_classes=NUM_CLASSES, **sizes.dit), sizes.dit_shape
+    if name == "unet":
+        return TinyUNet(num_classes=NUM_CLASSES, **sizes.unet), sizes.unet_shape
+    raise ValueError(f"unknown model {name!r}; expected 'dit' or 'unet'")
+
+
+def _expand(t: Tensor, x: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], *([1] * (x.ndim - 1)))
+
+
+def _logit_normal(n: int, mean: float, std: float, like: Tensor, generator: torch.Generator) -> Tensor:
+    z = torch.randn(n, generator=generator, device=generator.device).to(like.device, like.dtype)
+    return torch.sigmoid(mean + std * z)
+
+
+def _kappa(t: Tensor) -> Tensor:
+    """The guidance decay of SPEC §6."""
+    tau = GUIDANCE.decay_time
+    u = ((1 - t) / (1 - tau)).clamp(0.0, 1 - 1e-6)
+    return torch.where(t <= tau, torch.ones_like(t), 1 - torch.exp(-0.025 * u / (1 - u)))
+
+
+def _guided(v: Tensor, v_uncond: Tensor, v_cond: Tensor, t: Tensor, dropped: Tensor) -> Tensor:
+    g = v + _expand(_kappa(t) * (GUIDANCE.scale - 1), v) * (v - v_uncond)
+    g = GUIDANCE.mix_ratio * g + (1 - GUIDANCE.mix_ratio) * v_cond
+    return torch.where(_expand(dropped, v), v, g).detach()
+
+
+def _weighted(per_sample: Tensor, p: float, eps: float) -> Tensor:
+    return (per_sample / (per_sample.detach() + eps).pow(p)).mean()
+
+
+def _mse(x: Tensor) -> Tensor:
+    return x.pow(2).reshape(x.shape[0], -1).mean(dim=1)
+
+
+class Bench:
+    """Everything one backbone's rows share: the model, a batch, generators and the objectives."""
+
+    def __init__(self, model_name: str, sizes: Sizes, device: torch.device, dtype: torch.dtype) -> None:
+        torch.manual_seed(0)
+        backbone, shape = build_model(model_name, sizes)
+        self.backbone = backbone.to(device=device, dtype=dtype).train()
+        self.wrapper = SolutionFlowWrapper(self.backbone)
+        self.wrapper_unchecked = SolutionFlowWrapper(self.backbone, check_inputs=False)
+        data_gen = torch.Generator().manual_seed(1)
+        self.data = torch.randn(sizes.batch, *shape, generator=data_gen).to(device, dtype)
+        self.labels = torch.randint(0, NUM_CLASSES, (sizes.batch,), generator=data_gen).to(device)
+        self.generator = torch.Generator(device=device).manual_seed(2)
+        self.plain = SoFlowLoss(PLAIN)
+        self.plain_unchecked = SoFlowLoss(PLAIN)
+        self.guided = SoFlowLoss(CONFIG)
+        self.device = device
+        self.steps: dict[str, Callable[[], Tensor]] = {
+            "FM": lambda: self.flow_matching(guided=False),
+            "FM + CFG": lambda: self.flow_matching(guided=True),
+            "SoFlow": lambda: self.plain(self.wrapper, self.data, self.labels, generator=self.generator).loss,
+            "SoFlow, check_inputs=False": lambda: (
+                self.plain_unchecked(
+                    self.wrapper_unchecked, self.data, self.labels, generator=self.generator
+                ).loss
+            ),
+            "SoFlow + CFG": lambda: (
+                self.guided(self.wrapper, self.data, self.labels, NUM_CLASSES, generator=self.generator).loss
+            ),
+            "Official-structure SoFlow": lambda: self.official(guided=False),
+            "Official-structure SoFlow + CFG": lambda: self.official(guided=True),
+            "MeanFlow (JVP)": lambda: self.meanflow(guided=False),
+            "MeanFlow (JVP) + CFG": lambda: self.meanflow(guided=True),
+        }
+
+    def _drop(self, guided: bool) -> tuple[Tensor, Tensor]:
+        """Dropped labels (null class) and the drop mask; nothing dropped without guidance."""
+        batch = self.data.shape[0]
+        if not guided:
+            return self.labels, torch.zeros(batch, dtype=torch.bool, device=self.device)
+        mask = sample_drop_mask(batch, GUIDANCE.drop_rate, generator=self.generator).to(self.device)
+        return torch.where(mask, torch.full_like(self.labels, NUM_CLASSES), self.labels), mask
+
+    def _null(self, n: int) -> Tensor:
+        return torch.full((n,), NUM_CLASSES, dtype=torch.long, device=self.device)
+
+    def flow_matching(self, guided: bool) -> Tensor:
+        """Plain flow matching on the raw backbone, with the ImageNet adaptive weight."""
+        data, net = self.data, self.backbone
+        noise = torch.randn(data.shape, generator=self.generator, device=self.device, dtype=data.dtype)
+        t = _logit_normal(data.shape[0], *FM_TIME, data, self.generator)
+        labels, mask = self._drop(guided)
+        x_t = (1 - _expand(t, data)) * data + _expand(t, data) * noise
+        v = noise - data
+        pred = net(x_t, t, t, labels)
+        if guided:
+            with torch.no_grad():
+                v_uncond = net(x_t, t, t, self._null(data.shape[0]))
+            v = _guided(v, v_uncond, pred.detach(), t, mask)
+        return _weighted(_mse(pred - v), CONFIG.p, CONFIG.eps)
+
+    def official(self, guided: bool) -> Tensor:
+        """The official step's structure: separate flow matching and consistency forwards."""
+        data, net, cfg = self.data, self.backbone, CONFIG
+        batch = data.shape[0]
+        num_fm = math.floor(cfg.fm_fraction * batch)
+        noise = torch.randn(data.shape, generator=self.generator, device=self.device, dtype=data.dtype)
+        labels, mask = self._drop(guided)
+
+        # Flow matching part.
+        d, n, y = data[:num_fm], noise[:num_fm], labels[:num_fm]
+        t = _logit_normal(num_fm, cfg.fm_time_mean, cfg.fm_time_std, data, self.generator)
+        x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
+        v = n - d
+        pred = net(x_t, t, t, y)
+        if guided:
+            with torch.no_grad():
+                v_uncond = net(x_t, t, t, self._null(num_fm))
+            v = _guided(v, v_uncond, pred.detach(), t, mask[:num_fm])
+        fm_loss = _weighted(_mse(pred - v), cfg.p, cfg.eps)
+
+        # Solution consistency part.
+        num_sc = batch - num_fm
+        d, n, y = data[num_fm:], noise[num_fm:], labels[num_fm:]
+        s_raw = _logit_normal(num_sc, cfg.s_time_mean, cfg.s_time_std, data, self.generator)
+        t_raw = _logit_normal(num_sc, cfg.t_time_mean, cfg.t_time_std, data, self.generator)
+        t = t_raw.clamp_min(1e-4)
+        s = torch.minimum(s_raw, t - 1e-4)
+        r = cfg.ratio_schedule(0)
+        l = torch.minimum(t + (s - t) * r, t - 1e-4)
+        x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
+        v = n - d
+        if guided:
+            with torch.no_grad():
+                both = net(
+                    torch.cat([x_t, x_t]),
+                    torch.cat([t, t]),
+                    torch.cat([t, t]),
+                    torch.cat([self._null(num_sc), y]),
+                )
+            v = _guided(v, both[:num_sc], both[num_sc:], t, mask[num_fm:])
+        x_l = x_t + _expand(l - t, v) * v
+        cpu_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        online = net(x_t, t, s, y)
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, self.device)
+        with torch.no_grad():
+            f_l = x_l + _expand(s - l, x_l) * net(x_l, l, s, y)
+        f_t = x_t + _expand(s - t, x_t) * online
+        q = (f_t - f_l) / _expand(t - l, f_t)
+        w = 1.0 / (_mse(q) + cfg.eps).pow(cfg.p)
+        scaled = (q * _expand(w, q)).detach()
+        sc_loss = (torch.sign(s - t) * (online * scaled).reshape(num_sc, -1).mean(dim=1)).mean()
+        return (num_fm / batch) * fm_loss + (num_sc / batch) * sc_loss
+
+    def meanflow(self, guided: bool) -> Tensor:
+        _, mask = self._drop(guided)
+        with math_attention():
+            loss, _ = meanflow_loss(
+                self.backbone,
+                self.data,
+                cond=self.labels,
+                null_cond=NUM_CLASSES,
+                guidance_scale=GUIDANCE.scale if guided else 1.0,
+                drop_mask=mask if guided else None,
+                p=CONFIG.p,
+                eps=CONFIG.eps,
+                generator=self.generator,
+            )
+        return loss
+
+    def step(self, row: str) -> None:
+        loss = self.steps[row]()
+        if row.startswith("MeanFlow"):
+            with math_attention():
+                loss.backward()
+        else:
+            loss.backward()
+        self.backbone.zero_grad(set_to_none=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_rows(bench: Bench, rows: list[str], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Interleaved timing: every round runs one step of each row; the order rotates every round."""
+    for row in rows:
+        for _ in range(warmup):
+            bench.step(row)
+    samples: dict[str, list[float]] = {row: [] for row in rows}
+    for i in range(rounds):
+        shift = i % len(rows)
+        for row in rows[shift:] + rows[:shift]:
+            _sync(bench.device)
+            start = time.perf_counter()
+            bench.step(row)
+            _sync(bench.device)
+            samples[row].append(time.perf_counter() - start)
+    return samples
+
+
+def _proc_status(key: str) -> int:
+    """A `/proc/self/status` entry in KiB."""
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no {key} in /proc/self/status")
+    return int(match.group(1))
+
+
+def measure_memory_here(bench: Bench, row: str, steps: int, warmup: int) -> dict[str, float]:
+    """Peak memory of `steps` steps of one row, after `warmup` steps, in this process (MiB)."""
+    for _ in range(warmup):
+        bench.step(row)
+    gc.collect()
+    if bench.device.type == "cuda":
+        torch.cuda.synchronize(bench.device)
+        base = torch.cuda.memory_allocated(bench.device)
+        torch.cuda.reset_peak_memory_stats(bench.device)
+        for _ in range(steps):
+            bench.step(row)
+        torch.cuda.synchronize(bench.device)
+        peak = torch.cuda.max_memory_allocated(bench.device)
+        return {"step_mib": (peak - base) / 2**20, "peak_mib": peak / 2**20}
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+    base = _proc_status("VmRSS")
+    for _ in range(steps):
+        bench.step(row)
+    peak = _proc_status("VmHWM")
+    return {"step_mib": (peak - base) / 1024, "peak_mib": peak / 1024}
+
+
+def measure_memory_subprocess(args: argparse.Namespace, model: str, row: str) -> dict[str, float]:
+    """Run one row in a fresh interpreter and read its memory figures."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    command = [
+        sys.executable,
+        __file__,
+        "--child-model",
+        model,
+        "--child-row",
+        row,
+        "--threads",
+        str(args.threads),
+    ]
+    if args.quick:
+        command.append("--quick")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory subprocess for {model}/{row} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _block_ratios(samples: list[float], reference: list[float]) -> list[float]:
+    size = max(1, len(samples) // BLOCKS)
+    out = []
+    for b in range(0, len(samples) - size + 1, size):
+        out.append(statistics.median(samples[b : b + size]) / statistics.median(reference[b : b + size]))
+    return out
+
+
+def summarize(samples: dict[str, list[float]], memory: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    fm = samples["FM"]
+    rows = []
+    for row, values in samples.items():
+        ratios = _block_ratios(values, fm)
+        entry: dict[str, Any] = {
+            "method": row,
+            "median_ms": 1000 * statistics.median(values),
+            "ratio_to_fm": statistics.median(values) / statistics.median(fm),
+            "ratio_range": [min(ratios), max(ratios)],
+            "samples_ms": [1000 * v for v in values],
+        }
+        if row in memory:
+            entry.update(memory[row])
+            entry["memory_ratio_to_fm"] = memory[row]["step_mib"] / max(memory["FM"]["step_mib"], 1e-9)
+        rows.append(entry)
+    return rows
+
+
+TARGETS = (
+    ("SoFlow / FM", "SoFlow", "FM", "time", 1.10),
+    ("SoFlow + CFG / FM", "SoFlow + CFG", "FM", "time", 1.40),
+    ("SoFlow / MeanFlow (JVP)", "SoFlow", "MeanFlow (JVP)", "time", 0.60),
+    ("SoFlow / official structure", "SoFlow", "Official-structure SoFlow", "time", 1.00),
+    (
+        "SoFlow + CFG / official structure + CFG",
+        "SoFlow + CFG",
+        "Official-structure SoFlow + CFG",
+        "time",
+        1.00,
+    ),
+    ("SoFlow / FM, step memory", "SoFlow", "FM", "memory", 1.10),
+)
+
+
+def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_method = {row["method"]: row for row in table}
+    out = []
+    for label, num, den, kind, limit in TARGETS:
+        if num not in by_method or den not in by_method:
+            continue
+        key = "median_ms" if kind == "time" else "step_mib"
+        if key not in by_method[num]:
+            continue
+        value = by_method[num][key] / by_method[den][key]
+        out.append({"target": label, "value": value, "limit": limit, "met": value <= limit})
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    device = meta["device"]
+    memory_note = (
+        "peak `torch.cuda.max_memory_allocated` during the measured steps minus the memory allocated "
+        "before them"
+        if device.startswith("cuda")
+        else "peak RSS during the measured steps minus the RSS just before them, each row in a fresh "
+        "subprocess (`/proc/self/status` VmHWM after resetting it through `/proc/self/clear_refs`; "
+        "glibc made to return freed memory with `MALLOC_MMAP_THRESHOLD_=65536`)"
+    )
+    models = "; ".join(
+        f"{m['name']}: {m['description']}, {m['parameters'] / 1e6:.2f} M parameters" for m in meta["models"]
+    )
+    lines = [
+        f"Measured with `{meta['command']}` on {meta['device_name']} ({device}, "
+        f"{meta['threads']} torch threads), torch {meta['torch']}, {meta['dtype']}, batch {meta['batch']}, "
+        f"{meta['rounds']} interleaved rounds after {meta['warmup']} warm-up steps per row. Backbones: "
+        f"{models}. A step is loss + `backward()` (no optimizer update). Time: median step; "
+        f'"× FM" is the ratio of medians, with its range over {BLOCKS} consecutive blocks of rounds. '
+        f"Step memory: {memory_note}; the whole-process peak is in the last column.",
+        "",
+        "| Backbone | Method | Median step (ms) | × FM (range) | Step memory (MiB) | × FM | Peak (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, table in result["tables"].items():
+        for row in table:
+            lo, hi = row["ratio_range"]
+            mem = f"{row['step_mib']:.1f}" if "step_mib" in row else "–"
+            mem_ratio = f"{row['memory_ratio_to_fm']:.2f}" if "memory_ratio_to_fm" in row else "–"
+            peak = f"{row['peak_mib']:.0f}" if "peak_mib" in row else "–"
+            lines.append(
+                f"| {model} | {row['method']} | {row['median_ms']:.1f} | {row['ratio_to_fm']:.2f} "
+                f"({lo:.2f}–{hi:.2f}) | {mem} | {mem_ratio} | {peak} |"
+            )
+    lines += ["", "| Backbone | Target | Measured | Limit | Met |", "|---|---|---:|---:|---|"]
+    for model, checks in result["targets"].items():
+        for c in checks:
+            lines.append(
+                f"| {model} | {c['target']} | {c['value']:.2f} | ≤ {c['limit']:.2f} | {'yes' if c['met'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CI)")
+    parser.add_argument("--models", default="dit,unet", help="comma-separated: dit, unet")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 45; quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per row (default 3; quick 1)")
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    parser.add_argument("--memory-steps", type=int, default=2, help="measured steps per memory row")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--name", default="step_cost", help="file name stem of the outputs")
+    parser.add_argument("--child-model", help=argparse.SUPPRESS)
+    parser.add_argument("--child-row", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else FULL
+    device = torch.device(args.device)
+    if args.child_model is not None:  # memory subprocess: one row, print JSON, exit
+        bench = Bench(args.child_model, sizes, device, torch.float32)
+        print(json.dumps(measure_memory_here(bench, args.child_row, args.memory_steps, warmup=2)))
+        return
+
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 45)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result: dict[str, Any] = {"tables": {}, "targets": {}}
+    model_meta = []
+    started = time.perf_counter()
+    for model in models:
+        bench = Bench(model, sizes, device, torch.float32)
+        shape = tuple(bench.data.shape[1:])
+        described = sizes.dit if model == "dit" else sizes.unet
+        model_meta.append(
+            {
+                "name": model,
+                "parameters": count_parameters(bench.backbone),
+                "description": f"{type(bench.backbone).__name__}({', '.join(f'{k}={v}' for k, v in described.items())}), input {shape}",
+            }
+        )
+        print(f"[{model}] timing {len(ROWS)} rows x {rounds} rounds ...", file=sys.stderr, flush=True)
+        samples = time_rows(bench, list(ROWS), rounds, warmup)
+        memory: dict[str, dict[str, float]] = {}
+        if not args.no_memory:
+            print(f"[{model}] memory, one subprocess per row ...", file=sys.stderr, flush=True)
+            # --quick measures two rows only: it keeps the subprocess path alive in CI, no more.
+            for row in ("FM", "SoFlow") if args.quick else ROWS:
+                if device.type == "cuda":
+                    memory[row] = measure_memory_here(bench, row, args.memory_steps, warmup=1)
+                else:
+                    memory[row] = measure_memory_subprocess(args, model, row)
+        table = summarize(samples, memory)
+        result["tables"][model] = table
+        result["targets"][model] = check_targets(table)
+        del bench
+        gc.collect()
+
+    command = (
+        "python benchmarks/step_cost.py"
+        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
+    result["meta"] = {
+        "command": command.strip(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dtype": "float32",
+        "batch": sizes.batch,
+        "rounds": rounds,
+        "warmup": warmup,
+        "models": model_meta,
+        "wall_s": time.perf_counter() - started,
+        "load_average": list(os.getloadavg()),
+    }
+    text = markdown(result)
+    print(text)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out_dir / f"{args.name}.md").write_text(text)
+    print(
+        f"wrote {args.out_dir / (args.name + '.md')} and .json ({result['meta']['wall_s']:.0f} s)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
