@@ -41,7 +41,7 @@ import urllib.request
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ return document.readyState === 'complete' && all === done && document.fonts.stat
 class _ExternalRefs(HTMLParser):
     """Collects URLs that the browser would fetch by itself (scripts, styles, fonts, images, frames)."""
 
-    FETCHING = {
+    FETCHING: ClassVar[set[tuple[str, str]]] = {
         ("script", "src"),
         ("img", "src"),
         ("iframe", "src"),
@@ -119,7 +119,15 @@ class _ExternalRefs(HTMLParser):
         ("embed", "src"),
         ("object", "data"),
     }
-    LINK_RELS = {"stylesheet", "preload", "modulepreload", "icon", "manifest", "prefetch", "preconnect"}
+    LINK_RELS: ClassVar[set[str]] = {
+        "stylesheet",
+        "preload",
+        "modulepreload",
+        "icon",
+        "manifest",
+        "prefetch",
+        "preconnect",
+    }
 
     def __init__(self) -> None:
         super().__init__()
@@ -141,7 +149,15 @@ def _is_external(url: str) -> bool:
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", url)
     if not match:
         return False
-    if match.group(1).lower() in {"data", "blob", "about", "javascript", "chrome", "chrome-extension", "devtools"}:
+    if match.group(1).lower() in {
+        "data",
+        "blob",
+        "about",
+        "javascript",
+        "chrome",
+        "chrome-extension",
+        "devtools",
+    }:
         return False
     return re.match(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?(/|$)", url) is None
 
@@ -155,14 +171,16 @@ def static_scan(site: Path) -> list[str]:
         problems += [f"{html.relative_to(site)}: {u}" for u in parser.urls if _is_external(u)]
     for css in sorted(site.rglob("*.css")):
         text = css.read_text(encoding="utf-8", errors="replace")
-        for url in re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)", text):
+        for url in re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(
+            r"@import\s+['\"]([^'\"]+)", text
+        ):
             if _is_external(url):
                 problems.append(f"{css.relative_to(site)}: {url}")
     return problems
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    log: list[tuple[str, int]] = []
+    log: ClassVar[list[tuple[str, int]]] = []
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         self.log.append((self.path, int(code) if str(code).isdigit() else 0))
@@ -199,7 +217,10 @@ class WebDriver:
             time.sleep(0.2)
         capabilities = {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"],
+            },
             "goog:loggingPrefs": {"performance": "ALL"},
         }
         value = self._request("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})["value"]
@@ -212,9 +233,12 @@ class WebDriver:
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read() or b"{}")
+                result: dict[str, Any] = json.loads(response.read() or b"{}")
+                return result
         except urllib.error.HTTPError as error:
-            raise RuntimeError(f"WebDriver {method} {path}: {error.read().decode(errors='replace')}") from None
+            raise RuntimeError(
+                f"WebDriver {method} {path}: {error.read().decode(errors='replace')}"
+            ) from None
 
     def get(self, url: str) -> None:
         self._request("POST", f"{self.session}/url", {"url": url})
@@ -230,7 +254,9 @@ class WebDriver:
         """URLs of the requests Chromium sent since the last call (DevTools performance log)."""
         for endpoint in ("se/log", "log"):
             try:
-                entries = self._request("POST", f"{self.session}/{endpoint}", {"type": "performance"})["value"]
+                entries = self._request("POST", f"{self.session}/{endpoint}", {"type": "performance"})[
+                    "value"
+                ]
                 break
             except RuntimeError:
                 continue
@@ -271,8 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--also", nargs="*", default=[], metavar="PAGE", help="more pages to check, e.g. api/objective.html"
     )
+    parser.add_argument("--all", action="store_true", help="check every page of the site as well")
     args = parser.parse_args(argv)
-    pages = PAGES + [(Path(p).with_suffix("").as_posix().replace("/", "-"), [p], 0) for p in args.also]
+    also = list(args.also)
+    if args.all:
+        main_pages = {c for _, candidates, _ in PAGES for c in candidates}
+        also += [
+            p.relative_to(args.site.resolve()).as_posix()
+            for p in sorted(args.site.resolve().rglob("*.html"))
+            if p.name != "404.html" and p.relative_to(args.site.resolve()).as_posix() not in main_pages
+        ]
+    pages = PAGES + [(Path(p).with_suffix("").as_posix().replace("/", "-"), [p], 0) for p in also]
 
     if args.build:
         subprocess.run(
@@ -332,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                     failures.append(f"{name}: KaTeX errors: {report['errors']}")
                 if report["raw"]:
                     failures.append(f"{name}: raw TeX left in the text: {report['raw']}")
-                if not report["fontsOk"]:
+                if report["katex"] and not report["fontsOk"]:
                     failures.append(f"{name}: the KaTeX fonts are not available")
                 outside = sorted(
-                    u for u in requested if not u.startswith(origin) and _is_external(u) and u != "about:blank"
+                    u
+                    for u in requested
+                    if not u.startswith(origin) and _is_external(u) and u != "about:blank"
                 )
                 if outside:
                     failures.append(f"{name}: requests outside the local server: {outside[:5]}")

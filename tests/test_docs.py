@@ -83,7 +83,9 @@ def extract_blocks(page: Path, root: Path = ROOT) -> list[Block]:
             j += 1
         if j == len(lines):
             raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: unclosed code fence")
-        body = [line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : j]]
+        body = [
+            line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : j]
+        ]
         k = i - 1
         while k >= 0 and not lines[k].strip():
             k -= 1
@@ -139,7 +141,9 @@ def test_skips_give_a_reason(page: Path) -> None:
         if block.skip_reason is None:
             continue
         where = f"{_page_id(page)}:{block.line}"
-        assert block.language in ("python", "py"), f"{where}: only Python blocks run, so only they may be skipped"
+        assert block.language in ("python", "py"), (
+            f"{where}: only Python blocks run, so only they may be skipped"
+        )
         assert len(block.skip_reason.split()) >= 2, f"{where}: the skip marker needs a reason"
 
 
@@ -150,7 +154,7 @@ def test_extraction_finds_known_blocks(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "Text\n\n```python\na = 1\n```\n\n<!-- skip: needs a GPU -->\n```python\nb = 2\n```\n\n"
-        '!!! note\n\n    ```python\n    d = 4\n    ```\n\n```bash\necho no\n```\n'
+        "!!! note\n\n    ```python\n    d = 4\n    ```\n\n```bash\necho no\n```\n"
         '--8<-- "included.md"\n--8<-- "not-there.md"\n',
         encoding="utf-8",
     )

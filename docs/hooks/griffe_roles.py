@@ -19,7 +19,7 @@ under `Example:` the doctest lines would be read as Markdown block quotes.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import griffe
 
@@ -34,7 +34,7 @@ def _lookup(scope: griffe.Object | griffe.Alias, dotted: str) -> griffe.Object |
             current = current.members[part]
         except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
             return None
-    return current
+    return cast("griffe.Object | griffe.Alias", current)
 
 
 def _final(obj: griffe.Object | griffe.Alias) -> griffe.Object | None:
@@ -98,4 +98,4 @@ class SphinxRoles(griffe.Extension):
             if obj.docstring is not None and ":" in obj.docstring.value:
                 text = convert_roles(obj.docstring.value, obj, pkg)
                 obj.docstring.value = _EXAMPLE_TITLE.sub(r"\g<indent>Examples:", text)
-            stack.extend(member for member in obj.members.values() if not member.is_alias)
+            stack.extend(cast("griffe.Object", m) for m in obj.members.values() if not m.is_alias)

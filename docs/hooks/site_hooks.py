@@ -100,7 +100,8 @@ def _usage(docstring: str | None) -> str:
 def _example_rows(folder: Path) -> tuple[list[str], list[str]]:
     scripts: list[str] = []
     modules: list[str] = []
-    for path in sorted(folder.glob("*.py")):
+    order = {"train": 0, "sample": 1}
+    for path in sorted(folder.glob("*.py"), key=lambda p: (order.get(p.stem, 2), p.name)):
         if path.name.startswith("_"):
             continue
         source = path.read_text(encoding="utf-8")
@@ -109,7 +110,7 @@ def _example_rows(folder: Path) -> tuple[list[str], list[str]]:
         summary = _first_paragraph(docstring).replace("|", "\\|") or "(no description)"
         if 'if __name__ == "__main__"' in source:
             command = _usage(docstring).replace("|", "\\|")
-            scripts.append(f"| `{rel}` | {summary} | {f'`{command}`' if command else ''} |")
+            scripts.append(f"| `{path.name}` | {summary} | {f'`{command}`' if command else ''} |")
         else:
             modules.append(f"`{rel}`: {summary}")
     return scripts, modules
@@ -119,9 +120,8 @@ def examples_index() -> str:
     """Markdown tables of the example scripts, folder by folder, from their module docstrings."""
     if not EXAMPLES.is_dir():
         return "_No examples are present in this checkout._\n"
-    folders = [EXAMPLES] + sorted(
-        p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
-    )
+    subfolders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    folders = [EXAMPLES, *subfolders]
     out: list[str] = []
     for folder in folders:
         scripts, modules = _example_rows(folder)
