@@ -138,10 +138,12 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 
 
 def check_cond_batch(cond: Any, batch: int, name: str = "cond") -> None:
-    """Raise ``ValueError`` if a tensor condition's batch size differs from the data's.
+    """Raise ``ValueError`` if a tensor or list condition's batch size differs from the data's.
 
     Dict conditions are not inspected: they may carry tensors shared by the whole batch.
     """
     if isinstance(cond, Tensor) and (cond.ndim == 0 or cond.shape[0] != batch):
         got = "a 0-d tensor" if cond.ndim == 0 else f"{cond.shape[0]} samples"
         raise ValueError(f"batch sizes disagree: the data has {batch} samples but {name} has {got}")
+    if isinstance(cond, (list, tuple)) and len(cond) != batch:
+        raise ValueError(f"batch sizes disagree: the data has {batch} samples but {name} has {len(cond)}")

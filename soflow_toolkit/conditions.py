@@ -18,7 +18,8 @@ from ._checks import expand_like
 __all__ = ["concat_conditions", "drop_condition", "select_condition"]
 
 
-def _check_mask(drop_mask: Any, batch: int | None) -> Tensor:
+def check_drop_mask(drop_mask: Any, batch: int | None) -> Tensor:
+    """Check that `drop_mask` is a bool tensor of shape `(batch,)` (any length when `batch` is None)."""
     if not isinstance(drop_mask, Tensor):
         raise TypeError(f"drop_mask must be a bool tensor of shape (B,); got {type(drop_mask).__name__}")
     if drop_mask.dtype != torch.bool:
@@ -83,7 +84,7 @@ def drop_condition(cond: Any, drop_mask: Tensor, null_cond: Any) -> Any:
 
 
 def _drop(cond: Any, drop_mask: Tensor, null_cond: Any, name: str) -> Any:
-    drop_mask = _check_mask(drop_mask, None)
+    drop_mask = check_drop_mask(drop_mask, None)
     if cond is None:
         raise ValueError("cannot drop a condition that is None: pass cond together with drop_mask")
     if null_cond is None:

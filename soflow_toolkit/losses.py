@@ -28,7 +28,7 @@ from ._checks import (
     expand_like,
 )
 from ._rng import RandomState
-from .conditions import drop_condition
+from .conditions import check_drop_mask, drop_condition
 from .guidance import GuidanceConfig, guided_velocity
 from .wrapper import unwrap_model
 
@@ -187,6 +187,7 @@ def prepare_conditions(
             raise ValueError("a drop_mask needs a null_cond (e.g. num_classes for labels)")
         if cond is None:
             raise ValueError("a drop_mask needs a condition to drop: pass cond")
+        drop_mask = check_drop_mask(drop_mask, batch)
         cond = drop_condition(cond, drop_mask.to(_device_of(cond, drop_mask)), null_cond)
     uncond = None
     if guidance is not None and guidance.enabled:

@@ -173,6 +173,10 @@ def consistency_times(
     """
     if not 0 <= r <= 1:
         raise ValueError(f"the ratio r must lie in [0, 1]; got {r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"consistency times need float32 or float64 (the 1e-4 margins vanish in {dtype}); got {dtype}"
+        )
     kwargs = {"device": device, "dtype": dtype, "generator": generator}
     s_raw = logit_normal_times(batch, mean=mean_s, std=std_s, **kwargs)  # type: ignore[arg-type]
     t_raw = logit_normal_times(batch, mean=mean_t, std=std_t, **kwargs)  # type: ignore[arg-type]
