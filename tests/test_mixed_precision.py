@@ -83,7 +83,8 @@ def test_bf16_autocast_loss_is_finite_close_to_float32_and_quotient_is_float32(c
 
     assert torch.isfinite(out.loss)
     assert out.loss.dtype == torch.float32
-    assert abs(float(out.loss.detach()) - float(reference.loss.detach())) <= 1e-2 * abs(float(reference.loss.detach()))
+    got, expected = float(out.loss.detach()), float(reference.loss.detach())
+    assert abs(got - expected) <= 1e-2 * abs(expected)
     for key in ("fm_mse", "sc_mse"):
         if key in reference_metrics:
             assert abs(out.metrics()[key] - reference_metrics[key]) <= 1e-2 * reference_metrics[key], key
@@ -123,4 +124,5 @@ def test_cuda_autocast_loss_is_finite_and_close_to_float32(dtype):
         out = one_step(model, data, config)
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    assert abs(float(out.loss.detach()) - float(reference.loss.detach())) <= 1e-2 * abs(float(reference.loss.detach()))
+    got, expected = float(out.loss.detach()), float(reference.loss.detach())
+    assert abs(got - expected) <= 1e-2 * abs(expected)
