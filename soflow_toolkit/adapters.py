@@ -208,7 +208,7 @@ class SingleTimeAdapter(nn.Module):
     The backbone is called with one time,
     $\text{time} = \text{time\_scale}\cdot(1 - t \text{ if reverse\_time else } t)$, while a copy of its
     time-embedding module, fed with the gap $g = \text{time\_scale}\cdot(t - s)$, is added to the output of
-    the original embedding (a forward hook on the module named by `time_embedding`):
+    the original embedding $E$:
 
     $$e(t, s) = E(\text{time}) + G(g), \qquad F_\theta(x, t, s) = \pm\,\text{backbone}(x, \text{time}, \text{cond}),$$
 
@@ -224,19 +224,23 @@ class SingleTimeAdapter(nn.Module):
     parameter initialised to 0; `"auto"` (default) uses `"linear"` when a check on gaps
     $\{0, \tfrac12, 1\}\cdot\text{time\_scale}$ gives exactly zero, else `"gate"`.
 
-    The backbone is modified in place by one forward hook; called directly (outside this adapter) it
-    runs unchanged, as the single-time model. The time-embedding module must be called exactly once
-    per backbone forward and outside activation-checkpointed regions (a recomputation would not see
-    the gap). `nn.DataParallel` (threads sharing one module) is not supported; use DDP.
+    Mechanism: a forward pre-hook on the first named module embeds the gaps, reshaped and cast like
+    that module's time input (e.g. `(B, 1)` for a module called with `time[:, None]`), with $G$; a
+    forward hook on the last named module adds the result to its output. The backbone keeps its
+    parameter names (`backbone.*`; the copy is `gap_embedding.*`) and, called directly (outside this
+    adapter), runs unchanged as the single-time model. The last named module must run exactly once per
+    backbone forward and outside activation-checkpointed regions (a recomputation would not see the
+    gap). `nn.DataParallel` (threads sharing one module) is not supported; use DDP.
 
     Args:
         backbone: the single-time network.
-        time_embedding: dotted name of the backbone's submodule that maps its time input to the
-            per-sample time embedding, or several names applied in order (the hook goes on the last),
-            e.g. `("time_proj", "time_embedding")` for diffusers UNets. Copies of these modules, in
-            order, map the `(B,)` gaps to the embedding.
-        gap_embedding: instead of copies, a module mapping `(B,)` scaled gaps to a tensor of the
-            embedding's shape (it is zero-initialised in the same way).
+        time_embedding: dotted name of the backbone's submodule that maps its time input (one value
+            per sample) to the per-sample time embedding, or several names the backbone applies in
+            order, e.g. `("time_proj", "time_embedding")` for diffusers UNets. Copies of these modules,
+            in order, map the gaps to the embedding.
+        gap_embedding: instead of copies, a module mapping the scaled gaps (in the format of the first
+            named module's time input) to a tensor of the embedding's shape; zero-initialised in the
+            same way.
         time_scale: the backbone's time range: `1.0` for times in [0, 1], `1000.0` for diffusers-style
             timesteps in [0, 1000]. Positive.
         reverse_time: the backbone was trained with the opposite time direction ($\tau = 0$ noise,
