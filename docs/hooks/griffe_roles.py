@@ -99,3 +99,7 @@ class SphinxRoles(griffe.Extension):
                 text = convert_roles(obj.docstring.value, obj, pkg)
                 obj.docstring.value = _EXAMPLE_TITLE.sub(r"\g<indent>Examples:", text)
             stack.extend(cast("griffe.Object", m) for m in obj.members.values() if not m.is_alias)
+
+    def on_package_loaded(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """The name of the same event in griffe releases before `on_package` (the rewrite is idempotent)."""
+        self.on_package(pkg=pkg, **kwargs)

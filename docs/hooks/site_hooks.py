@@ -150,18 +150,25 @@ def _summary(obj: Any) -> str:
     return _ROLE.sub(lambda m: f"`{m['name']}`", line).replace("|", "\\|")
 
 
-def api_index(nav: Any) -> str:
+def _api_pages(nav: Any) -> list[tuple[str, str]]:
+    """(title, docs path) of the pages under "API reference" in the `nav` of mkdocs.yml."""
+    for item in nav or []:
+        if isinstance(item, dict) and "API reference" in item:
+            pages = []
+            for entry in item["API reference"]:
+                if isinstance(entry, dict):
+                    pages += [(str(title), str(path)) for title, path in entry.items()]
+            return pages
+    return []
+
+
+def api_index(nav: Any, docs_dir: Path) -> str:
     """A Markdown table per API page: each documented name, linked, with its docstring's first line."""
-    section = next((item for item in nav.items if item.title == "API reference"), None)
-    if section is None:
-        return ""
     out: list[str] = []
-    for child in section.children:
-        if child.file is None or child.file.src_uri == "api/index.md":
-            continue
-        identifiers = re.findall(r"^:::\s+(\S+)", Path(child.file.abs_src_path).read_text("utf-8"), re.M)
+    for title, src_uri in _api_pages(nav):
+        text = (docs_dir / src_uri).read_text(encoding="utf-8")
         rows: list[str] = []
-        for identifier in identifiers:
+        for identifier in re.findall(r"^:::\s+(\S+)", text, re.M):
             obj = _resolve(identifier)
             if inspect.ismodule(obj):
                 for name in getattr(obj, "__all__", []):
@@ -170,17 +177,15 @@ def api_index(nav: Any) -> str:
                         rows.append(f"| [`{name}`][{identifier}.{name}] | {_summary(member)} |")
             else:
                 rows.append(f"| [`{identifier.rsplit('.', 1)[-1]}`][{identifier}] | {_summary(obj)} |")
-        link = Path(child.file.src_uri).relative_to("api").as_posix()
-        out += [f"## [{child.title}]({link})", "", "| Name | Summary |", "|---|---|", *rows, ""]
+        link = Path(src_uri).relative_to("api").as_posix()
+        out += [f"## [{title}]({link})", "", "| Name | Summary |", "|---|---|", *rows, ""]
     return "\n".join(out)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any, **kwargs: Any) -> str:
     """Fill the generated tables and replace includes of results that do not exist yet."""
     if page.file.src_uri == "api/index.md" and _API_MARKER in markdown:
-        from mkdocs.structure.nav import get_navigation
-
-        markdown = markdown.replace(_API_MARKER, api_index(get_navigation(files, config)))
+        markdown = markdown.replace(_API_MARKER, api_index(config["nav"], Path(config["docs_dir"])))
     if page.file.src_uri == "benchmarks.md":
         markdown = _OPTIONAL_INCLUDE.sub(_missing_results, markdown)
     if page.file.src_uri == "examples.md" and _EXAMPLES_MARKER in markdown:
