@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+export NO_MKDOCS_2_WARNING := 1
 PIP := $(PY) -m pip --disable-pip-version-check
 EXTRAS ?= test,demo,bench,examples,docs,dev
 
-.PHONY: install demo test test-fast lint typecheck docs docs-serve bench-quick ci clean
+.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +34,9 @@ typecheck: install
 
 docs: install  ## build the documentation site into site/
 	$(VENV)/bin/mkdocs build --strict
+
+docs-check: docs  ## open the built site in headless Chromium: math rendered, no external requests, screenshots
+	$(PY) scripts/check_docs_browser.py
 
 docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
