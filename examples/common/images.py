@@ -111,10 +111,21 @@ class NpzWriter:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         if kind is None:
-            self.close()
-        else:  # leave no half-written file behind
-            self._zip.close()
-            self.path.unlink(missing_ok=True)
+            try:
+                self.close()
+                return
+            except BaseException:
+                self._abort()
+                raise
+        self._abort()
+
+    def _abort(self) -> None:
+        """Close everything and delete the half-written file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None  # type: ignore[assignment]
+        self._zip.close()
+        self.path.unlink(missing_ok=True)
 
 
 def balanced_labels(num: int, num_classes: int, *, generator: torch.Generator) -> Tensor:

@@ -198,6 +198,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         batch_sampler=sampler,  # starts at the restored data position
         num_workers=config["num_workers"],
         pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(rank_seed),  # worker seeds; keeps the global RNG untouched
     )
     log = MetricLog(out, resume_step=start, enabled=info.is_main)
     grids = SampleGrids(config, dataset, device, out) if info.is_main and config["sample_every"] > 0 else None
