@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar import load_cifar10, random_hflip, to_model_range
 from common.checkpoint import TrainState, latest_checkpoint
-from common.config import merge_config, soflow_config
+from common.config import check_resume, merge_config, soflow_config
 from common.distributed import DistInfo, cleanup, setup
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
@@ -104,13 +104,6 @@ def save_grids(
         save_grid(to_uint8(images), out / "samples" / f"step-{step:07d}-nfe{nfe}.png", nrow=8)
 
 
-def check_resume(saved: dict[str, Any], config: dict[str, Any]) -> None:
-    changed = [key for key in RESUME_MUST_MATCH if saved.get(key) != config.get(key)]
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
-
-
 def train(config: dict[str, Any], info: DistInfo) -> None:
     out, device = Path(config["out"]), info.device
     images, _ = load_cifar10(config["data"])
@@ -149,7 +142,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     latest = None if config["no_resume"] else latest_checkpoint(ckpt_dir)
     if latest is not None:
         start, saved = state.load(latest)
-        check_resume(saved, config)
+        check_resume(saved, config, RESUME_MUST_MATCH)
         if info.is_main:
             print(f"resumed from {latest} at step {start}", flush=True)
     if info.is_main:

@@ -31,6 +31,14 @@ def merge_config(defaults: Mapping[str, Any], path: Path | None, args: argparse.
     return config
 
 
+def check_resume(saved: Mapping[str, Any], config: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse to resume a checkpoint whose settings `keys` differ from this run's."""
+    changed = [key for key in keys if saved.get(key) != config.get(key)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
+
+
 def soflow_config(preset: str, total_steps: int, overrides: Mapping[str, Any]) -> SoFlowConfig:
     """`SoFlowConfig.<preset>(total_steps=..., **overrides)`; a `guidance` dict becomes a GuidanceConfig."""
     known = {f.name for f in fields(SoFlowConfig)}

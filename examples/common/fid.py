@@ -39,7 +39,7 @@ def compute_fid(
     metric = FrechetInceptionDistance(feature=2048, **kwargs).to(device)
     for is_real, chunks in ((True, real), (False, fake)):
         for chunk in chunks:
-            images = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).to(device)
+            images = torch.from_numpy(np.array(chunk)).permute(0, 3, 1, 2).to(device)
             metric.update(images, real=is_real)
     return float(metric.compute())
 

@@ -38,15 +38,14 @@ class LossMeter:
         self.started = time.perf_counter()
 
     def update(self, out: SoFlowOutput, batch_size: int) -> None:
-        values = [out.loss.detach()]
-        present = [True]
-        for part in (out.flow_matching, out.consistency):
-            present += [part is not None] * 2
-            values += [part.mse, part.weight] if part is not None else [out.loss.detach()] * 2
-        stacked = torch.stack([v.detach().to(torch.float64).reshape(()) for v in values])
-        mask = torch.tensor(present, dtype=torch.float64, device=self.device)
-        self.sums += stacked * mask
-        self.counts += mask
+        terms = {"loss": out.loss}
+        for prefix, part in (("fm", out.flow_matching), ("sc", out.consistency)):
+            if part is not None:  # e.g. no flow matching part with the CIFAR-10 recipe
+                terms.update({f"{prefix}_mse": part.mse, f"{prefix}_weight": part.weight})
+        for i, name in enumerate(_TERMS):
+            if name in terms:
+                self.sums[i] += terms[name].detach().to(torch.float64)
+                self.counts[i] += 1
         self.samples += batch_size
 
     def summary(self, world_size: int) -> dict[str, float]:

@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
     p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
     p.add_argument("--num-samples", type=int, help="number of images (50000)")
-    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (125)")
+    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
     p.add_argument("--vae", help="VAE (default: the one used to encode the training latents)")
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.num_samples = args.num_samples or (8 if args.smoke else 50_000)
-    args.batch_size = args.batch_size or (4 if args.smoke else 125)
+    args.batch_size = args.batch_size or (4 if args.smoke else 50)
     return args
 
 
