@@ -270,9 +270,10 @@ def test_config_precedence_and_errors(tmp_path):
     path.write_text(json.dumps({"typo": 1}))
     with pytest.raises(ValueError, match="unknown keys"):
         config.merge_config({"lr": 0.1}, path, args)
-    config.check_resume({"model": "B/4", "lr": 1.0}, {"model": "B/4", "lr": 2.0}, ("model",))
+    checkpoint = common("checkpoint")
+    checkpoint.check_resume({"model": "B/4", "lr": 1.0}, {"model": "B/4", "lr": 2.0}, ("model",))
     with pytest.raises(ValueError, match="'B/4' -> 'B/2'"):
-        config.check_resume({"model": "B/4"}, {"model": "B/2"}, ("model",))
+        checkpoint.check_resume({"model": "B/4"}, {"model": "B/2"}, ("model",))
     soflow = config.soflow_config("imagenet", 123, {"guidance": {"scale": 1.0}})
     assert soflow.total_steps == 123
     assert soflow.guidance.scale == 1.0

@@ -25,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar import load_cifar10
-from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.distributed import DistInfo, cleanup, setup
 from common.images import to_uint8, write_samples_npz
 from unet import UNet
 
-from soflow_toolkit import EMA, SolutionFlowWrapper, sample
+from soflow_toolkit import SolutionFlowWrapper, sample
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,12 +59,7 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict[str,
     payload = load_checkpoint(path)
     config = json.loads(payload["config"])
     model = SolutionFlowWrapper(UNet.from_config(config))
-    if weights == "ema":
-        ema = EMA(model, dtype=torch.float64)
-        ema.load_state_dict(payload["ema"])
-        ema.copy_to(model)
-    else:
-        model.load_state_dict(payload["model"])
+    load_weights(model, payload, weights)
     return model.eval(), config
 
 

@@ -16,22 +16,20 @@ Outputs, resuming, `--stop-at` and `--smoke` work as in `examples/imagenet/train
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar import load_cifar10, random_hflip, to_model_range
-from common.checkpoint import TrainState, latest_checkpoint
-from common.config import check_resume, merge_config, soflow_config
-from common.distributed import DistInfo, cleanup, setup
+from common.checkpoint import TrainState
+from common.config import run_config, soflow_config, training_parser
+from common.distributed import DistInfo, cleanup, data_parallel, setup
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
 from common.sampler import ResumableSampler
@@ -67,29 +65,7 @@ RESUME_MUST_MATCH = (*ARCHITECTURE, "global_batch", "seed", "hflip", "ema_every"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="JSON file of settings (see configs/)")
-    p.add_argument("--smoke", action="store_true", help="use configs/smoke.json: a tiny UNet, a few steps")
-    p.add_argument("--data", type=Path, required=True, help="cifar-10-batches-py (or its parent folder)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it has checkpoints)")
-    p.add_argument("--global-batch", type=int, help="batch over all ranks (1024)")
-    p.add_argument("--steps", type=int, help="training steps; also the curriculum length K")
-    p.add_argument("--stop-at", type=int, help="end this job at this step (with a checkpoint)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
-    p.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the UNet"
-    )
-    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random flips")
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--ckpt-every", type=int)
-    p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
-    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    return training_parser(__doc__, data_help="cifar-10-batches-py (or its parent folder)").parse_args(argv)
 
 
 @torch.no_grad()
@@ -138,20 +114,10 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         dist=info,
     )
     ckpt_dir = out / "checkpoints"
-    start = 0
-    latest = None if config["no_resume"] else latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        start, saved = state.load(latest)
-        check_resume(saved, config, RESUME_MUST_MATCH)
-        if info.is_main:
-            print(f"resumed from {latest} at step {start}", flush=True)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    start = 0 if config["no_resume"] else state.resume(ckpt_dir, must_match=RESUME_MUST_MATCH)
+    state.save_config(out)
 
-    net: torch.nn.Module = model
-    if info.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = data_parallel(model, info)
     if config["compile"]:
         model.backbone.compile()  # compiles in place: parameter names (checkpoints, EMA) are unchanged
     log = MetricLog(out, resume_step=start, enabled=info.is_main)
@@ -202,19 +168,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    path = HERE / "configs" / "smoke.json" if args.smoke else args.config
-    defaults = {
-        **DEFAULTS,
-        "data": None,
-        "out": None,
-        "stop_at": None,
-        "no_resume": False,
-        "no_progress": False,
-    }
-    config = merge_config(defaults, path, args)
-    config.update(
-        data=str(args.data), out=str(args.out), no_resume=args.no_resume, no_progress=args.no_progress
-    )
+    config = run_config(args, DEFAULTS, HERE / "configs" / "smoke.json")
     info = setup(args.device)
     try:
         train(config, info)

@@ -67,6 +67,26 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def check_resume(saved: Mapping[str, Any], config: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse to resume a checkpoint whose settings `keys` differ from this run's."""
+    changed = [key for key in keys if saved.get(key) != config.get(key)]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
+
+
+def load_weights(model: nn.Module, payload: Mapping[str, Any], weights: str = "ema") -> None:
+    """Put a checkpoint's EMA (`weights="ema"`) or raw (`"model"`) weights into `model`."""
+    if weights == "ema":
+        ema = EMA(model)
+        ema.load_state_dict(payload["ema"])
+        ema.copy_to(model)
+    elif weights == "model":
+        model.load_state_dict(payload["model"])
+    else:
+        raise ValueError(f"weights must be 'ema' or 'model'; got {weights!r}")
+
+
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint on the CPU with `weights_only=True`."""
     payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
@@ -137,9 +157,31 @@ class TrainState:
         barrier()
         return path
 
-    def load(self, path: Path | str) -> tuple[int, dict[str, Any]]:
-        """Restore a checkpoint written by :meth:`save`; returns its step and its saved config."""
+    def save_config(self, directory: Path) -> None:
+        """Write the run's settings to `<directory>/config.json` (main rank)."""
+        if self.dist.is_main:
+            directory.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.config, indent=2, sort_keys=True, default=str)
+            (directory / "config.json").write_text(text)
+
+    def resume(self, directory: Path, *, must_match: tuple[str, ...]) -> int:
+        """Restore the latest checkpoint in `directory`, if any; the step to start from (0 if none).
+
+        Raises:
+            ValueError: if the checkpoint was written with other values of the settings `must_match`.
+        """
+        path = latest_checkpoint(directory)
+        if path is None:
+            return 0
         payload = load_checkpoint(path)
+        check_resume(json.loads(payload["config"]), self.config, must_match)
+        step = self.load(payload, source=str(path))
+        if self.dist.is_main:
+            print(f"resumed from {path} at step {step}", flush=True)
+        return step
+
+    def load(self, payload: Mapping[str, Any], *, source: str = "the checkpoint") -> int:
+        """Restore a checkpoint written by :meth:`save` (as loaded by :func:`load_checkpoint`); its step."""
         step = int(payload["step"])
         self.model.load_state_dict(payload["model"])
         self.ema.load_state_dict(payload["ema"])
@@ -148,14 +190,14 @@ class TrainState:
         self.sampler.load_state_dict(payload["data"])
         if self.objective.step != step or self.sampler.position != step:
             raise ValueError(
-                f"inconsistent checkpoint {path}: step {step}, objective step {self.objective.step}, "
+                f"inconsistent checkpoint {source}: step {step}, objective step {self.objective.step}, "
                 f"data position {self.sampler.position}"
             )
         if int(payload["world_size"]) == self.dist.world_size:
             restore_rng(payload["rng"][self.dist.rank], self.generators, self.dist.device)
         else:
             warnings.warn(
-                f"{path} was written by {payload['world_size']} rank(s), this run has "
+                f"{source} was written by {payload['world_size']} rank(s), this run has "
                 f"{self.dist.world_size}: random generators are re-seeded, so the run continues but does "
                 "not repeat an uninterrupted one",
                 stacklevel=2,
@@ -164,4 +206,4 @@ class TrainState:
             torch.manual_seed(torch.initial_seed() + 7919 * step)
             for generator in self.generators.values():
                 generator.manual_seed(generator.initial_seed() + 7919 * step)
-        return step, json.loads(payload["config"])
+        return step

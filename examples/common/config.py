@@ -16,6 +16,40 @@ from typing import Any
 from soflow_toolkit import GuidanceConfig, SoFlowConfig
 
 
+def training_parser(description: str | None, *, data_help: str) -> argparse.ArgumentParser:
+    """The flags both training scripts share; each flag left out (None) keeps the config's value."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="JSON file of settings (see configs/)")
+    p.add_argument("--smoke", action="store_true", help="use configs/smoke.json: a tiny model, a few steps")
+    p.add_argument("--data", type=Path, required=True, help=data_help)
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it has checkpoints)")
+    p.add_argument("--global-batch", type=int, help="batch over all ranks")
+    p.add_argument("--steps", type=int, help="training steps; also the curriculum length K")
+    p.add_argument("--stop-at", type=int, help="end this job at this step (with a checkpoint)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random flips")
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_config(args: argparse.Namespace, defaults: Mapping[str, Any], smoke_file: Path) -> dict[str, Any]:
+    """The run's settings: `defaults` <- `--config` (or `smoke_file` with `--smoke`) <- flags."""
+    config = merge_config({**defaults, "stop_at": None}, smoke_file if args.smoke else args.config, args)
+    config.update(
+        data=str(args.data), out=str(args.out), no_resume=args.no_resume, no_progress=args.no_progress
+    )
+    return config
+
+
 def merge_config(defaults: Mapping[str, Any], path: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     """`defaults` <- the JSON file at `path` <- the flags in `args` that are not None."""
     config = dict(defaults)
@@ -29,14 +63,6 @@ def merge_config(defaults: Mapping[str, Any], path: Path | None, args: argparse.
         if key in config and value is not None:
             config[key] = value
     return config
-
-
-def check_resume(saved: Mapping[str, Any], config: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    """Refuse to resume a checkpoint whose settings `keys` differ from this run's."""
-    changed = [key for key in keys if saved.get(key) != config.get(key)]
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise ValueError(f"the checkpoint was trained with other settings ({details}); use another --out")
 
 
 def soflow_config(preset: str, total_steps: int, overrides: Mapping[str, Any]) -> SoFlowConfig:

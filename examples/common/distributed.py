@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,12 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return values
+
+
+def data_parallel(model: nn.Module, info: DistInfo) -> nn.Module:
+    """`model` inside DistributedDataParallel when there are several ranks; `model` itself otherwise."""
+    if info.world_size == 1:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+    )

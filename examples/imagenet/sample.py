@@ -25,14 +25,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.distributed import DistInfo, cleanup, setup
 from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
 from dit import DiT
 from vae import decode_latents, load_vae
 
-from soflow_toolkit import EMA, SolutionFlowWrapper, sample
+from soflow_toolkit import SolutionFlowWrapper, sample
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,12 +65,7 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict]:
     model = SolutionFlowWrapper(
         DiT(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
     )
-    if weights == "ema":
-        ema = EMA(model)
-        ema.load_state_dict(payload["ema"])
-        ema.copy_to(model)
-    else:
-        model.load_state_dict(payload["model"])
+    load_weights(model, payload, weights)
     return model.eval(), config
 
 

@@ -17,21 +17,19 @@ K with a checkpoint (for clusters with time limits); `--smoke` trains a tiny DiT
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.checkpoint import TrainState, latest_checkpoint
-from common.config import check_resume, merge_config, soflow_config
-from common.distributed import DistInfo, cleanup, setup
+from common.checkpoint import TrainState
+from common.config import run_config, soflow_config, training_parser
+from common.distributed import DistInfo, cleanup, data_parallel, setup
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
 from common.sampler import ResumableSampler
@@ -66,31 +64,10 @@ RESUME_MUST_MATCH = ("model", "global_batch", "seed", "hflip")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="JSON file of settings (see configs/)")
-    p.add_argument("--smoke", action="store_true", help="use configs/smoke.json: a tiny DiT, a few steps")
-    p.add_argument("--data", type=Path, required=True, help="folder written by extract_latents.py")
-    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it has checkpoints)")
+    p = training_parser(__doc__, data_help="folder written by extract_latents.py")
     p.add_argument("--model", choices=sorted(DIT_SIZES))
-    p.add_argument("--global-batch", type=int, help="batch over all ranks (256)")
-    p.add_argument("--steps", type=int, help="training steps; also the curriculum length K")
-    p.add_argument("--stop-at", type=int, help="end this job at this step (with a checkpoint)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
-    p.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the DiT"
-    )
-    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random latent flips")
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--ckpt-every", type=int)
-    p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
-    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--num-workers", type=int, help="data loading workers per rank")
     p.add_argument("--vae", help="VAE for the sample grids (Hub name or folder)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -102,7 +79,7 @@ class SampleGrids:
     ) -> None:
         from vae import load_vae
 
-        self.vae = load_vae(config["vae"] or dataset.info["vae"], device)
+        self.vae = load_vae(config["vae"], device)
         self.model = build_model(config, dataset).to(device).eval()
         c, h, w = dataset.latent_shape
         n = len(GRID_CLASSES) * 2
@@ -169,21 +146,10 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         dist=info,
     )
     ckpt_dir = out / "checkpoints"
-    start = 0
-    latest = None if config["no_resume"] else latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        start, saved = state.load(latest)
-        check_resume(saved, config, RESUME_MUST_MATCH)
-        if info.is_main:
-            print(f"resumed from {latest} at step {start}", flush=True)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    start = 0 if config["no_resume"] else state.resume(ckpt_dir, must_match=RESUME_MUST_MATCH)
+    state.save_config(out)
 
-    net: torch.nn.Module = model
-    if info.world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+    net = data_parallel(model, info)
     if config["compile"]:
         model.backbone.compile()  # compiles in place: parameter names (checkpoints, EMA) are unchanged
     loader = torch.utils.data.DataLoader(
@@ -236,19 +202,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    path = HERE / "configs" / "smoke.json" if args.smoke else args.config
-    defaults = {
-        **DEFAULTS,
-        "data": None,
-        "out": None,
-        "stop_at": None,
-        "no_resume": False,
-        "no_progress": False,
-    }
-    config = merge_config(defaults, path, args)
-    config.update(
-        data=str(args.data), out=str(args.out), no_resume=args.no_resume, no_progress=args.no_progress
-    )
+    config = run_config(args, DEFAULTS, HERE / "configs" / "smoke.json")
     info = setup(args.device)
     try:
         train(config, info)
