@@ -2,11 +2,11 @@
 
     torchrun --nproc-per-node=8 sample.py --ckpt runs/cifar10 --nfe 1 --out samples/cifar10-nfe1.npz
 
-Loads the EMA weights of the latest checkpoint of a run folder (or of a given `ckpt-*.pt`) and writes
-`arr_0`: uint8 `(N, 32, 32, 3)` (50,000 by default) plus a PNG grid of the first 64. Batch `j` uses
-noise seeded by `(seed, j)`, so the output does not depend on the number of ranks. With `--fid-ref`
-(the CIFAR-10 batches folder, whose 50,000 training images are the usual reference, or an `.npz`)
-and `torchmetrics` installed it also prints a FID.
+Loads the EMA weights of the latest checkpoint of a run folder (or of a given `ckpt-*.pt`) and
+writes `arr_0`: uint8 `(N, 32, 32, 3)` (50,000 by default) plus a PNG grid of the first 64. Batch
+`j` uses noise seeded by `(seed, j)`, so for a given `--batch-size` the output does not depend on
+the number of ranks. With `--fid-ref` (the CIFAR-10 batches folder, whose 50,000 training images are
+the usual reference, or an `.npz`) and `torchmetrics` installed it also prints a FID.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cifar import load_cifar10
 from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
+from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import to_uint8, write_samples_npz
 from unet import UNet
@@ -34,20 +35,7 @@ from soflow_toolkit import SolutionFlowWrapper, sample
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
-    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
-    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
-    p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
-    p.add_argument("--num-samples", type=int, help="number of images (50000)")
-    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
-    p.add_argument("--fid-ref", type=Path, help="CIFAR-10 batches folder or an .npz of real uint8 images")
-    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--smoke", action="store_true", help="16 samples in batches of 8")
-    p.add_argument("--no-progress", action="store_true")
+    p = sampling_parser(__doc__, fid_ref_help="CIFAR-10 batches folder or an .npz of real uint8 images")
     args = p.parse_args(argv)
     args.num_samples = args.num_samples or (16 if args.smoke else 50_000)
     args.batch_size = args.batch_size or (8 if args.smoke else 500)

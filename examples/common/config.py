@@ -41,6 +41,25 @@ def training_parser(description: str | None, *, data_help: str) -> argparse.Argu
     return p
 
 
+def sampling_parser(description: str | None, *, fid_ref_help: str) -> argparse.ArgumentParser:
+    """The flags both sampling scripts share (`--num-samples`/`--batch-size` default to None)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
+    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
+    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
+    p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
+    p.add_argument("--num-samples", type=int, help="number of images (default 50000)")
+    p.add_argument("--batch-size", type=int, help="images per rank per forward pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--fid-ref", type=Path, help=fid_ref_help)
+    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--smoke", action="store_true", help="a few samples in small batches")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
 def run_config(args: argparse.Namespace, defaults: Mapping[str, Any], smoke_file: Path) -> dict[str, Any]:
     """The run's settings: `defaults` <- `--config` (or `smoke_file` with `--smoke`) <- flags."""
     config = merge_config({**defaults, "stop_at": None}, smoke_file if args.smoke else args.config, args)

@@ -3,13 +3,14 @@
     torchrun --nproc-per-node=8 sample.py --ckpt runs/B-4 --nfe 1 --out samples/B-4-nfe1.npz
 
 Loads the EMA weights of the latest checkpoint of a run folder (or of a given `ckpt-*.pt`), draws
-`--num-samples` (50,000) class-balanced labels (each class `N / num_classes` times, shuffled), samples
-latents with SoFlow's sampler (`--nfe` network evaluations; no guidance at sampling time, it was
-learned), decodes them with the SD-VAE (latent / 0.18215) and writes `arr_0`: uint8 `(N, 256, 256, 3)`
-plus `labels`, the format of the ADM evaluator's sample batches, and a PNG grid of the first 64.
-Batch `j` of the run uses noise seeded by `(seed, j)`, so the output does not depend on the number of
-ranks. With `--fid-ref` (an `.npz` of real images, e.g. the ADM reference batch) and `torchmetrics`
-installed it also prints a FID (see `common/fid.py` for how it relates to the ADM evaluator's).
+`--num-samples` (50,000) class-balanced labels (each class `N / num_classes` times, shuffled),
+samples latents with SoFlow's sampler (`--nfe` network evaluations; no guidance at sampling time, it
+was learned), decodes them with the SD-VAE (latent / 0.18215) and writes `arr_0`: uint8 `(N, 256,
+256, 3)` plus `labels`, the format of the ADM evaluator's sample batches, and a PNG grid of the
+first 64. Batch `j` of the run uses noise seeded by `(seed, j)`, so for a given `--batch-size` the
+output does not depend on the number of ranks. With `--fid-ref` (an `.npz` of real images, e.g. the
+ADM reference batch) and `torchmetrics` installed it also prints a FID (see `common/fid.py` for how
+it relates to the ADM evaluator's).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
+from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
@@ -36,21 +38,8 @@ from soflow_toolkit import SolutionFlowWrapper, sample
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
-    p.add_argument("--out", type=Path, required=True, help="the .npz to write")
-    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
-    p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
-    p.add_argument("--num-samples", type=int, help="number of images (50000)")
-    p.add_argument("--batch-size", type=int, help="images per rank per forward pass (50)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
+    p = sampling_parser(__doc__, fid_ref_help="an .npz of real uint8 images (arr_0) to compute FID against")
     p.add_argument("--vae", help="VAE (default: the one used to encode the training latents)")
-    p.add_argument("--fid-ref", type=Path, help="an .npz of real uint8 images (arr_0) to compute FID against")
-    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--smoke", action="store_true", help="8 samples in batches of 4")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.num_samples = args.num_samples or (8 if args.smoke else 50_000)
     args.batch_size = args.batch_size or (4 if args.smoke else 50)
