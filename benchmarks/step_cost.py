@@ -300,21 +300,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_rows(bench: Bench, rows: list[str], rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Interleaved timing: every round runs one step of each row; the order rotates every round."""
+def time_rows(
+    bench: Bench, rows: list[str], rounds: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Interleaved timing: every round runs one step of each row; the order rotates every round.
+
+    Returns the wall-clock and the process CPU time of every step, in seconds.
+    """
     for row in rows:
         for _ in range(warmup):
             bench.step(row)
     samples: dict[str, list[float]] = {row: [] for row in rows}
+    cpu: dict[str, list[float]] = {row: [] for row in rows}
     for i in range(rounds):
         shift = i % len(rows)
         for row in rows[shift:] + rows[:shift]:
             _sync(bench.device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             bench.step(row)
             _sync(bench.device)
             samples[row].append(time.perf_counter() - start)
-    return samples
+            cpu[row].append(time.process_time() - start_cpu)
+    return samples, cpu
 
 
 def _proc_status(key: str) -> int:
@@ -378,25 +385,54 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def paired_ratio(samples: list[float], reference: list[float]) -> float:
+    """Median over rounds of the ratio of two rows' step times in the same round."""
+    return statistics.median(a / b for a, b in zip(samples, reference, strict=True))
+
+
 def _block_ratios(samples: list[float], reference: list[float]) -> list[float]:
     size = max(1, len(samples) // BLOCKS)
-    out = []
-    for b in range(0, len(samples) - size + 1, size):
-        out.append(statistics.median(samples[b : b + size]) / statistics.median(reference[b : b + size]))
-    return out
+    return [
+        paired_ratio(samples[b : b + size], reference[b : b + size])
+        for b in range(0, len(samples) - size + 1, size)
+    ]
 
 
-def summarize(samples: dict[str, list[float]], memory: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    fm = samples["FM"]
+def _passes() -> dict[str, str]:
+    """Rows evaluated per sample of the batch, by kind of evaluation (rho and mix of the config)."""
+    sc = 1 - CONFIG.fm_fraction
+    guide = 1 + (sc if GUIDANCE.mix_ratio < 1 else 0)
+    return {
+        "FM": "1 grad",
+        "FM + CFG": "1 grad + 1 no-grad",
+        "SoFlow": f"1 grad + {sc:g} no-grad",
+        "SoFlow, check_inputs=False": f"1 grad + {sc:g} no-grad",
+        "SoFlow + CFG": f"1 grad + {guide + sc:g} no-grad",
+        "Official-structure SoFlow": f"1 grad + {sc:g} no-grad",
+        "Official-structure SoFlow + CFG": f"1 grad + {guide + sc:g} no-grad",
+        "MeanFlow (JVP)": "1 JVP with grad",
+        "MeanFlow (JVP) + CFG": "1 JVP with grad + 1 no-grad",
+    }
+
+
+def summarize(
+    samples: dict[str, list[float]], cpu: dict[str, list[float]], memory: dict[str, dict[str, float]]
+) -> list[dict[str, Any]]:
+    fm, fm_cpu = samples["FM"], cpu["FM"]
+    passes = _passes()
     rows = []
     for row, values in samples.items():
         ratios = _block_ratios(values, fm)
         entry: dict[str, Any] = {
             "method": row,
+            "passes": passes[row],
             "median_ms": 1000 * statistics.median(values),
-            "ratio_to_fm": statistics.median(values) / statistics.median(fm),
+            "ratio_to_fm": paired_ratio(values, fm),
             "ratio_range": [min(ratios), max(ratios)],
+            "cpu_median_ms": 1000 * statistics.median(cpu[row]),
+            "cpu_ratio_to_fm": paired_ratio(cpu[row], fm_cpu),
             "samples_ms": [1000 * v for v in values],
+            "cpu_samples_ms": [1000 * v for v in cpu[row]],
         }
         if row in memory:
             entry.update(memory[row])
@@ -422,15 +458,18 @@ TARGETS = (
 
 
 def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Time targets as paired ratios of step times (median over rounds); memory as ratios of step memory."""
     by_method = {row["method"]: row for row in table}
     out = []
     for label, num, den, kind, limit in TARGETS:
         if num not in by_method or den not in by_method:
             continue
-        key = "median_ms" if kind == "time" else "step_mib"
-        if key not in by_method[num]:
+        if kind == "time":
+            value = paired_ratio(by_method[num]["samples_ms"], by_method[den]["samples_ms"])
+        elif "step_mib" in by_method[num] and "step_mib" in by_method[den]:
+            value = by_method[num]["step_mib"] / by_method[den]["step_mib"]
+        else:
             continue
-        value = by_method[num][key] / by_method[den][key]
         out.append({"target": label, "value": value, "limit": limit, "met": value <= limit})
     return out
 
@@ -454,11 +493,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"{meta['threads']} torch threads), torch {meta['torch']}, {meta['dtype']}, batch {meta['batch']}, "
         f"{meta['rounds']} interleaved rounds after {meta['warmup']} warm-up steps per row. Backbones: "
         f"{models}. A step is loss + `backward()` (no optimizer update). Time: median step; "
-        f'"× FM" is the ratio of medians, with its range over {BLOCKS} consecutive blocks of rounds. '
+        f'"× FM" is the median over rounds of the step time divided by the FM step time of the same '
+        f"round, with its range over {BLOCKS} consecutive blocks of rounds; "
+        f'"× FM, CPU" the same for the process CPU time of a step. '
         f"Step memory: {memory_note}; the whole-process peak is in the last column.",
         "",
-        "| Backbone | Method | Median step (ms) | × FM (range) | Step memory (MiB) | × FM | Peak (MiB) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| Backbone | Method | Evaluations per sample | Median step (ms) | × FM (range) | × FM, CPU "
+        "| Step memory (MiB) | × FM | Peak (MiB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for model, table in result["tables"].items():
         for row in table:
@@ -467,9 +509,14 @@ def markdown(result: dict[str, Any]) -> str:
             mem_ratio = f"{row['memory_ratio_to_fm']:.2f}" if "memory_ratio_to_fm" in row else "–"
             peak = f"{row['peak_mib']:.0f}" if "peak_mib" in row else "–"
             lines.append(
-                f"| {model} | {row['method']} | {row['median_ms']:.1f} | {row['ratio_to_fm']:.2f} "
-                f"({lo:.2f}–{hi:.2f}) | {mem} | {mem_ratio} | {peak} |"
+                f"| {model} | {row['method']} | {row['passes']} | {row['median_ms']:.1f} | {row['ratio_to_fm']:.2f} "
+                f"({lo:.2f}–{hi:.2f}) | {row['cpu_ratio_to_fm']:.2f} | {mem} | {mem_ratio} | {peak} |"
             )
+    if meta["quick"]:
+        lines += [
+            "",
+            "`--quick` run: tiny models, a few steps; it shows that the script runs, not what SoFlow costs.",
+        ]
     lines += ["", "| Backbone | Target | Measured | Limit | Met |", "|---|---|---:|---:|---|"]
     for model, checks in result["targets"].items():
         for c in checks:
@@ -485,9 +532,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CI)")
     parser.add_argument("--models", default="dit,unet", help="comma-separated: dit, unet")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 45; quick 3)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per row (default 3; quick 1)")
-    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="torch threads")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 30; quick 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per row (default 2; quick 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared machine a second thread that is descheduled "
+        "stalls every parallel region, which swamps the ratios)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     parser.add_argument("--memory-steps", type=int, default=2, help="measured steps per memory row")
@@ -508,8 +561,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure_memory_here(bench, args.child_row, args.memory_steps, warmup=2)))
         return
 
-    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 45)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 30)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     result: dict[str, Any] = {"tables": {}, "targets": {}}
     model_meta = []
@@ -526,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         print(f"[{model}] timing {len(ROWS)} rows x {rounds} rounds ...", file=sys.stderr, flush=True)
-        samples = time_rows(bench, list(ROWS), rounds, warmup)
+        samples, cpu = time_rows(bench, list(ROWS), rounds, warmup)
         memory: dict[str, dict[str, float]] = {}
         if not args.no_memory:
             print(f"[{model}] memory, one subprocess per row ...", file=sys.stderr, flush=True)
@@ -536,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
                     memory[row] = measure_memory_here(bench, row, args.memory_steps, warmup=1)
                 else:
                     memory[row] = measure_memory_subprocess(args, model, row)
-        table = summarize(samples, memory)
+        table = summarize(samples, cpu, memory)
         result["tables"][model] = table
         result["targets"][model] = check_targets(table)
         del bench
@@ -548,6 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     result["meta"] = {
         "command": command.strip(),
+        "quick": args.quick,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(),
