@@ -488,15 +488,28 @@ def markdown(result: dict[str, Any]) -> str:
     models = "; ".join(
         f"{m['name']}: {m['description']}, {m['parameters'] / 1e6:.2f} M parameters" for m in meta["models"]
     )
+    threads = f"{meta['threads']} torch thread" + ("s" if meta["threads"] != 1 else "")
+    load = meta["load_average"]
     lines = [
-        f"Measured with `{meta['command']}` on {meta['device_name']} ({device}, "
-        f"{meta['threads']} torch threads), torch {meta['torch']}, {meta['dtype']}, batch {meta['batch']}, "
-        f"{meta['rounds']} interleaved rounds after {meta['warmup']} warm-up steps per row. Backbones: "
+        f"Measured with `{meta['command']}` on {meta['device_name']} ({device}, {meta['cpu_count']} cores, "
+        f"{threads}), torch {meta['torch']}, {meta['dtype']}, batch {meta['batch']}, "
+        f"{meta['rounds']} interleaved rounds after {meta['warmup']} warm-up step{'s' if meta['warmup'] != 1 else ''} per row "
+        f"(1-minute load average {load['start']:.2f} at the start, {load['end']:.2f} at the end; the "
+        f"machine is shared). Backbones: "
         f"{models}. A step is loss + `backward()` (no optimizer update). Time: median step; "
         f'"× FM" is the median over rounds of the step time divided by the FM step time of the same '
         f"round, with its range over {BLOCKS} consecutive blocks of rounds; "
         f'"× FM, CPU" the same for the process CPU time of a step. '
         f"Step memory: {memory_note}; the whole-process peak is in the last column.",
+        "",
+        "Rows: FM is plain flow matching on the raw backbone; SoFlow is `SoFlowLoss` with "
+        "`SoFlowConfig.imagenet()` (75% flow matching rows), without guidance or with its guidance "
+        "(scale 3, mix 0.25, decay 0.8, drop 0.1); the official-structure rows transcribe the official "
+        "step (separate flow matching and consistency forwards, random state saved and restored around "
+        "the target forward); MeanFlow uses `torch.func.jvp` with the math attention kernel. "
+        '"Evaluations per sample" counts backbone rows per batch sample: with guidance, every sample '
+        "gets an unconditional evaluation and each consistency sample a conditional one (mix < 1), plus "
+        "the consistency targets.",
         "",
         "| Backbone | Method | Evaluations per sample | Median step (ms) | × FM (range) | × FM, CPU "
         "| Step memory (MiB) | × FM | Peak (MiB) |",
@@ -567,6 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {"tables": {}, "targets": {}}
     model_meta = []
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]
     for model in models:
         bench = Bench(model, sizes, device, torch.float32)
         shape = tuple(bench.data.shape[1:])
@@ -614,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
         "warmup": warmup,
         "models": model_meta,
         "wall_s": time.perf_counter() - started,
-        "load_average": list(os.getloadavg()),
+        "load_average": {"start": load_start, "end": os.getloadavg()[0]},
     }
     text = markdown(result)
     print(text)
