@@ -20,9 +20,11 @@ masks), as in the official code; see `match_random_state`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -35,7 +37,7 @@ from .conditions import concat_conditions, select_condition
 from .guidance import GuidanceConfig, guided_velocity, sample_drop_mask
 from .losses import LossOutput, consistency_terms, flow_matching_terms, prepare_conditions
 from .time_sampling import MIN_TIME_GAP, RatioSchedule, clamp_consistency_times
-from .wrapper import unwrap_model
+from .wrapper import SolutionFlowWrapper, unwrap_model
 
 __all__ = ["SoFlowConfig", "SoFlowDraw", "SoFlowLoss", "SoFlowOutput"]
 
@@ -231,6 +233,34 @@ def _has_dropout(model: nn.Module) -> bool:
     return _dropout_cache[model]
 
 
+@contextlib.contextmanager
+def _skip_time_checks(model: nn.Module, wrapper: SolutionFlowWrapper, *, skip: bool) -> Iterator[None]:
+    """Turn the wrapper's time-range checks off for the duration of the block (restored on exit).
+
+    Nothing is changed for a `torch.compile`d model (the checks are skipped while compiling anyway, and
+    flipping the attribute would trigger recompilation).
+    """
+    if not skip or not wrapper.check_inputs or _is_compiled(model):
+        yield
+        return
+    wrapper.check_inputs = False
+    try:
+        yield
+    finally:
+        wrapper.check_inputs = True
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    current: Any = model
+    for _ in range(16):
+        if isinstance(current, SolutionFlowWrapper) or not isinstance(current, nn.Module):
+            return False
+        if getattr(current, "_orig_mod", None) is not None:
+            return True
+        current = getattr(current, "module", None)
+    return False
+
+
 def _check_step(step: Any) -> int:
     if isinstance(step, bool):
         raise TypeError("the training step must be an int >= 0; got a bool")
@@ -259,6 +289,10 @@ class SoFlowLoss:
             `torch.nn` dropout layer with `p > 0`; pass `True` for other random layers (e.g. dropout
             inside `scaled_dot_product_attention`). When `fm_fraction = 0` it costs nothing; otherwise the
             target pass covers the whole batch instead of the consistency rows.
+
+    The wrapper's per-call time-range checks (`check_inputs`, one host synchronisation each on GPU) are
+    skipped for the objective's own draws, whose times lie in [0, 1] by construction; the times of an
+    explicit `draw` are checked.
 
     Call it as `objective(model, data, cond=None, null_cond=None, generator=None)`; see
     :meth:`__call__`. The training step k is counted by the objective (or passed as `step=`); it is in
@@ -405,6 +439,7 @@ class SoFlowLoss:
                     "this config guides or drops conditions (guidance.scale > 1 or drop_rate > 0): pass "
                     "null_cond, e.g. num_classes for class labels"
                 )
+        own_draw = draw is None
         if draw is None:
             draw = self.draw(data, step=k, conditional=conditional, generator=generator)
         else:
@@ -427,57 +462,60 @@ class SoFlowLoss:
         sc = slice(num_fm, batch)
         mask = draw.drop_mask if conditional else None
 
-        # Pass 1 (guidance only, no gradient): unconditional velocities of all rows and, for the mix,
-        # the conditional velocities of the consistency rows, in one forward.
-        v_uncond = v_cond_sc = None
-        if use_guidance is not None:
-            with_cond = use_guidance.needs_conditional_velocity and num_sc > 0
-            xs = torch.cat([x_t, x_t[sc]]) if with_cond else x_t
-            ts = torch.cat([t_all, t_sc]) if with_cond else t_all
-            conds = concat_conditions([uncond, select_condition(cond, sc)]) if with_cond else uncond
-            with torch.no_grad():
-                v_all = param.velocity(xs, model(xs.to(data.dtype), ts, ts, conds, output="backbone"), ts)
-            v_uncond, v_cond_sc = v_all[:batch], (v_all[batch:] if with_cond else None)
+        # The objective's own times lie in [0, 1] by construction: the wrapper's per-call range checks
+        # (a host synchronisation each on GPU) are skipped for them; an explicit draw is checked.
+        with _skip_time_checks(model, wrapper, skip=own_draw):
+            # Pass 1 (guidance only, no gradient): unconditional velocities of all rows and, for the mix,
+            # the conditional velocities of the consistency rows, in one forward.
+            v_uncond = v_cond_sc = None
+            if use_guidance is not None:
+                with_cond = use_guidance.needs_conditional_velocity and num_sc > 0
+                xs = torch.cat([x_t, x_t[sc]]) if with_cond else x_t
+                ts = torch.cat([t_all, t_sc]) if with_cond else t_all
+                conds = concat_conditions([uncond, select_condition(cond, sc)]) if with_cond else uncond
+                with torch.no_grad():
+                    v_all = param.velocity(xs, model(xs.to(data.dtype), ts, ts, conds, output="backbone"), ts)
+                v_uncond, v_cond_sc = v_all[:batch], (v_all[batch:] if with_cond else None)
 
-        # Pass 2 (with gradient): every row at once, flow matching rows at s = t.
-        state = RandomState.capture(data.device)
-        backbone_out = model(x_in, t_all, s_all, cond, output="backbone")
+            # Pass 2 (with gradient): every row at once, flow matching rows at s = t.
+            state = RandomState.capture(data.device)
+            backbone_out = model(x_in, t_all, s_all, cond, output="backbone")
 
-        fm_out = None
-        if num_fm > 0:
-            v_pred = param.velocity(x_t[:num_fm], backbone_out[:num_fm], t_fm)
-            target = v[:num_fm]
-            if use_guidance is not None and v_uncond is not None:
-                target = guided_velocity(
-                    target,
-                    v_uncond[:num_fm],
-                    t_fm,
-                    use_guidance,
-                    v_cond=v_pred.detach(),
-                    drop_mask=None if mask is None else mask[:num_fm],
+            fm_out = None
+            if num_fm > 0:
+                v_pred = param.velocity(x_t[:num_fm], backbone_out[:num_fm], t_fm)
+                target = v[:num_fm]
+                if use_guidance is not None and v_uncond is not None:
+                    target = guided_velocity(
+                        target,
+                        v_uncond[:num_fm],
+                        t_fm,
+                        use_guidance,
+                        v_cond=v_pred.detach(),
+                        drop_mask=None if mask is None else mask[:num_fm],
+                    )
+                fm_out = flow_matching_terms(v_pred, target, param.db_ds(t_fm), p=cfg.p, eps=cfg.eps)
+
+            sc_out = None
+            if num_sc > 0:
+                target_v = v[sc]
+                if use_guidance is not None and v_uncond is not None:
+                    target_v = guided_velocity(
+                        target_v,
+                        v_uncond[sc],
+                        t_sc,
+                        use_guidance,
+                        v_cond=v_cond_sc,
+                        drop_mask=None if mask is None else mask[sc],
+                    )
+                x_l = x_t[sc] + expand_like(l_sc - t_sc, target_v) * target_v
+                f_target = self._targets(model, x_in, x_l, t_fm, l_sc, s_sc, cond, state, num_fm, data.dtype)
+                f_target = param.solution(x_l, f_target, l_sc, s_sc)
+                online = backbone_out[sc]
+                f_online = param.solution(x_t[sc], online, t_sc, s_sc)
+                sc_out = consistency_terms(
+                    online, f_online, f_target, t_sc, l_sc, param.b(t_sc, s_sc), p=cfg.p, eps=cfg.eps
                 )
-            fm_out = flow_matching_terms(v_pred, target, param.db_ds(t_fm), p=cfg.p, eps=cfg.eps)
-
-        sc_out = None
-        if num_sc > 0:
-            target_v = v[sc]
-            if use_guidance is not None and v_uncond is not None:
-                target_v = guided_velocity(
-                    target_v,
-                    v_uncond[sc],
-                    t_sc,
-                    use_guidance,
-                    v_cond=v_cond_sc,
-                    drop_mask=None if mask is None else mask[sc],
-                )
-            x_l = x_t[sc] + expand_like(l_sc - t_sc, target_v) * target_v
-            f_target = self._targets(model, x_in, x_l, t_fm, l_sc, s_sc, cond, state, num_fm, data.dtype)
-            f_target = param.solution(x_l, f_target, l_sc, s_sc)
-            online = backbone_out[sc]
-            f_online = param.solution(x_t[sc], online, t_sc, s_sc)
-            sc_out = consistency_terms(
-                online, f_online, f_target, t_sc, l_sc, param.b(t_sc, s_sc), p=cfg.p, eps=cfg.eps
-            )
 
         loss = sum(
             (n / batch) * part.loss for n, part in ((num_fm, fm_out), (num_sc, sc_out)) if part is not None

@@ -724,3 +724,82 @@ def test_matching_leaves_the_global_random_stream_as_the_online_pass_left_it() -
         *_, state = _dropout_step(0.5, match, "cpu", torch.Generator().manual_seed(5))
         states.append(state)
     assert torch.equal(states[0], states[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# The wrapper's time-range checks
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def range_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the names of the times the wrapper checks against [0, 1]."""
+    import soflow_toolkit.wrapper as wrapper_module
+
+    seen: list[str] = []
+    original = wrapper_module.check_in_unit_interval
+
+    def spy(t: Tensor, name: str = "t") -> None:
+        seen.append(name)
+        original(t, name)
+
+    monkeypatch.setattr(wrapper_module, "check_in_unit_interval", spy)
+    return seen
+
+
+@pytest.mark.parametrize("config", [SoFlowConfig.imagenet(), SoFlowConfig.cifar10()], ids=["guided", "plain"])
+def test_own_draws_skip_the_range_checks(
+    config: SoFlowConfig, range_checks: list[str], generator: torch.Generator
+) -> None:
+    """The objective's own times are valid by construction: no per-call check (a GPU sync each)."""
+    model = SolutionFlowWrapper(_reference_net())
+    data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, NUM_CLASSES, (BATCH,), generator=generator)
+    objective = SoFlowLoss(config)
+    objective(model, data, labels, NUM_CLASSES, generator=generator).loss.backward()
+    assert range_checks == []
+    assert model.check_inputs  # restored
+    model(data, 0.5, 0.25, labels)
+    assert range_checks == ["t", "s"]  # the spy sees the wrapper's checks
+
+
+def test_explicit_draws_are_range_checked(range_checks: list[str], generator: torch.Generator) -> None:
+    model = SolutionFlowWrapper(_reference_net())
+    data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
+    objective = SoFlowLoss(SoFlowConfig())
+    draw = objective.draw(data, generator=generator)
+    objective(model, data, draw=draw)
+    assert range_checks == ["t", "s", "t", "s"]  # the online and the target pass
+    bad = dataclasses.replace(draw, t_fm=draw.t_fm + 1.5)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        objective(model, data, draw=bad)
+
+
+def test_range_checks_are_restored_after_an_error(generator: torch.Generator) -> None:
+    class Failing(nn.Module):
+        def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+            raise RuntimeError("backbone failed")
+
+    model = SolutionFlowWrapper(Failing())
+    with pytest.raises(RuntimeError, match="backbone failed"):
+        SoFlowLoss(SoFlowConfig())(model, torch.randn(4, 3), generator=generator)
+    assert model.check_inputs
+
+
+def test_range_checks_untouched_for_a_compiled_model(
+    range_checks: list[str], generator: torch.Generator
+) -> None:
+    """For a `torch.compile`d model (here a stand-in with `_orig_mod`) the attribute is left alone."""
+
+    class CompiledStandIn(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self._orig_mod = inner
+
+        def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+            return self._orig_mod(*args, **kwargs)
+
+    wrapper = SolutionFlowWrapper(_reference_net())
+    data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
+    SoFlowLoss(SoFlowConfig())(CompiledStandIn(wrapper), data, generator=generator)
+    assert range_checks == ["t", "s", "t", "s"]
