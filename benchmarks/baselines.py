@@ -3,7 +3,7 @@ r"""Baselines the benchmarks compare SoFlow with: plain flow matching and MeanFl
 MeanFlow (Geng et al., arXiv 2505.13447) learns the average velocity $u_\theta(z, r, t)$ with the
 target $u_{\text{tgt}} = v - (t - r)\,\tfrac{d}{dt}u_\theta$, where
 $\tfrac{d}{dt}u_\theta = \partial_z u_\theta\,v + \partial_t u_\theta$ is a Jacobian-vector product with
-tangents $(v, 0, 1)$ for $(z, r, t)$ (toolkit SPEC §10). Time runs from data ($t = 0$) to noise ($t = 1$)
+tangents $(v, 0, 1)$ for $(z, r, t)$ (docs: method, why no JVP). Time runs from data ($t = 0$) to noise ($t = 1$)
 as everywhere in this project, so the one-step sample is $\text{noise} - u_\theta(\text{noise}, 0, 1)$.
 
 The network is a toolkit backbone `F(x, t, s[, cond])` read as $u_\theta(z, r, t) = F(z, t, r)$, so the

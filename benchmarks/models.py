@@ -1,6 +1,6 @@
 r"""Small backbones for the benchmarks, written from scratch: a DiT-style transformer and a conv UNet.
 
-Both follow the toolkit's backbone convention `F(x, t, s, cond=None)` (SPEC §3): `x` is `(B, C, H, W)`,
+Both follow the toolkit's backbone convention `F(x, t, s, cond=None)` (docs: method, the solution function): `x` is `(B, C, H, W)`,
 `t` and `s` are `(B,)` times, and the output has `x`'s shape. Like the official SoFlow backbones they
 embed $t$ and $t - s$ with two separate timestep embedders whose outputs are added to the class
 embedding. `cond` is a `(B,)` tensor of class labels; `None` (or the label `num_classes`) is the null

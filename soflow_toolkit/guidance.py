@@ -1,4 +1,4 @@
-r"""Classifier-free guidance during training (SoFlow, arXiv 2512.15657, §6 of the toolkit's SPEC).
+r"""Classifier-free guidance during training (SoFlow, arXiv 2512.15657, docs: method, guidance).
 
 The guided velocity field is learned, so sampling stays at 1 NFE with no guidance at sampling time.
 For a sample that keeps its condition, the training target is

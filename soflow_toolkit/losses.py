@@ -1,4 +1,4 @@
-r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; toolkit SPEC §4–§6).
+r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; docs: method, the flow matching loss; the solution consistency loss; guidance).
 
 - :func:`flow_matching_loss`: the velocity read-out $v_\theta(x_t, t)$ regressed on the path's velocity
   (or the guided target), with the adaptive weight $w = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}) + \epsilon)^p)$.

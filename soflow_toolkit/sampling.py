@@ -1,4 +1,4 @@
-r"""Few-step sampling with a solution flow model (toolkit SPEC §8).
+r"""Few-step sampling with a solution flow model (docs: method, sampling).
 
 - `sample(..., steps=1)`: one network evaluation, $\hat x = f_\theta(\text{noise}, 1, 0)$.
 - `method="renoise"` (official, default): on the grid $t_i = 1 - i/N$, jump to the data with

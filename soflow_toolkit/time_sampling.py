@@ -1,4 +1,4 @@
-r"""Time samplers and the curriculum schedule $r(k, K)$ (toolkit SPEC §7).
+r"""Time samplers and the curriculum schedule $r(k, K)$ (docs: method, time sampling).
 
 - Flow matching times: $t \sim \text{LN}(\mu_0, \sigma_0)$, the logit-normal $\mathrm{sigmoid}(\mu + \sigma z)$.
 - Consistency triples: $s' \sim \text{LN}(\mu_1, \sigma_1)$, $t' \sim \text{LN}(\mu_2, \sigma_2)$;

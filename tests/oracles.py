@@ -1,7 +1,7 @@
 r"""Closed-form backbones for the tests, and a small random backbone for property tests.
 
 **The Gaussian oracle.** For data $\sim \mathcal N(\mu, \sigma^2 I)$ and the linear path
-$x_t = (1 - t)\,\text{data} + t\,\text{noise}$ (SPEC §2), the marginal of $x_t$ is
+$x_t = (1 - t)\,\text{data} + t\,\text{noise}$ (docs: method, the noising path), the marginal of $x_t$ is
 $\mathcal N(m_t, s_t^2 I)$ with
 
 $$m_t = (1 - t)\,\mu, \qquad s_t = \sqrt{(1 - t)^2 \sigma^2 + t^2}.$$

@@ -126,7 +126,7 @@ def test_sample_latents_draws_scaled_posterior_samples():
         assert torch.equal(flipped[i], latents[i]) or torch.equal(flipped[i], latents[i].flip(-1))
 
 
-# SPEC §9: (patch, hidden, depth, heads)
+# The paper's DiT sizes: (patch, hidden, depth, heads)
 SPEC_SIZES = {
     "B/4": (4, 768, 12, 12),
     "B/2": (2, 768, 12, 12),

@@ -1,4 +1,4 @@
-"""Training-time classifier-free guidance (SPEC §6): the decay kappa(t), the guided target, the losses."""
+"""Training-time classifier-free guidance (docs: method, guidance): the decay kappa(t), the guided target, the losses."""
 
 from __future__ import annotations
 

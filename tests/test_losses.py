@@ -1,4 +1,4 @@
-"""The two losses (SPEC §4, §5): closed forms, the surrogate's gradient, random state, dtypes, oracles."""
+"""The two losses (docs: method, the flow matching loss; the solution consistency loss): closed forms, the surrogate's gradient, random state, dtypes, oracles."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_flow_matching_closed_form(data, shape, path, param, p, eps, seed) -> No
 
 @given(data=st.data(), shape=shapes(), path=paths, param=parametrizations, p=powers, eps=epsilons, seed=seeds)
 def test_consistency_closed_form(data, shape, path, param, p, eps, seed) -> None:
-    """mse, weight and the surrogate value re-derived from SPEC §5 with the wrapper's own outputs."""
+    """mse, weight and the surrogate value re-derived from the definition of the consistency loss with the wrapper's own outputs."""
     model, x_data, noise = _setup(shape, seed, path, param)
     t, l, s = (torch.tensor(v, dtype=torch.float64) for v in data.draw(consistency_times_batch(shape[0])))
     out = solution_consistency_loss(model, x_data, noise, t, l, s, p=p, eps=eps)
@@ -95,7 +95,7 @@ def test_consistency_closed_form(data, shape, path, param, p, eps, seed) -> None
     seed=seeds,
 )
 def test_surrogate_gradient_identity(data, shape, path, param, p, eps, seed) -> None:
-    """SPEC §5: grad of the surrogate = grad of mean_i((t-l)/|b| * 1/2 * w_i * mse_i), target and w detached."""
+    """docs: method, the solution consistency loss: grad of the surrogate = grad of mean_i((t-l)/|b| * 1/2 * w_i * mse_i), target and w detached."""
     model, x_data, noise = _setup(shape, seed, path, param)
     t, l, s = (torch.tensor(v, dtype=torch.float64) for v in data.draw(consistency_times_batch(shape[0])))
     params = list(model.parameters())

@@ -1,4 +1,4 @@
-"""Parametrizations f = a(t,s) x + b(t,s) F (SPEC §3): boundary values and s-derivatives at s = t."""
+"""Parametrizations f = a(t,s) x + b(t,s) F (docs: method, the solution function): boundary values and s-derivatives at s = t."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Noising paths (SPEC §2): boundary values, the time direction, and v = d x_t / dt."""
+"""Noising paths (docs: method, the noising path): boundary values, the time direction, and v = d x_t / dt."""
 
 from __future__ import annotations
 

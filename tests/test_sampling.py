@@ -1,4 +1,4 @@
-"""Few-step sampling (SPEC §8): 1 NFE, re-noising, chaining, Euler integration; oracle moments."""
+"""Few-step sampling (docs: method, sampling): 1 NFE, re-noising, chaining, Euler integration; oracle moments."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Time samplers, consistency triples and the ratio schedule r(k, K) (SPEC §7)."""
+"""Time samplers, consistency triples and the ratio schedule r(k, K) (docs: method, time sampling)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The solution-flow wrapper (SPEC §3): boundary condition, velocity read-out, calling conventions."""
+"""The solution-flow wrapper (docs: method, the solution function): boundary condition, velocity read-out, calling conventions."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node=8 train.py --data /data/cifar-10-batches-py --out runs/cifar10
 
-Recipe (SPEC §9): `SoFlowConfig.cifar10()` (consistency loss only, p = 0.75, eps = 1e-3, curriculum r
+Official recipe: `SoFlowConfig.cifar10()` (consistency loss only, p = 0.75, eps = 1e-3, curriculum r
 1 -> 0.0003125 over the run), RAdam lr 1e-4, betas (0.9, 0.999), EMA 0.9999 applied every 16 steps
 in float64, global batch 1024, 800k steps, dropout 0.3. The online and target passes of the
 consistency loss see the same dropout masks (the objective restores the random state, as the

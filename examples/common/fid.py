@@ -3,7 +3,7 @@
 Install `torchmetrics[image]` (it pulls `torch-fidelity` and `scipy`); the Inception weights are
 downloaded on first use, or read from `weights_path` on machines without network access. The numbers
 are close to, but not the same as, those of the TensorFlow ADM evaluator that papers report (other
-resizing and weights port): use the ADM evaluator on the `.npz` for numbers comparable with SPEC §9.
+resizing and weights port): use the ADM evaluator on the `.npz` for numbers comparable with the published ones.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ MeanFlow and SoFlow for latent ImageNet 256:
   initialisation and $f_\theta(x_t, t, s) = x_t$.
 
 Call it as `dit(x, t, s, y)` with `x` `(B, C, H, W)`, `t`, `s` `(B,)` in [0, 1] and labels `y` `(B,)`
-long; it returns `(B, C, H, W)` in `x`'s dtype. Sizes (patch, hidden, depth, heads) follow SPEC §9:
+long; it returns `(B, C, H, W)` in `x`'s dtype. Sizes (patch, hidden, depth, heads) follow the paper:
 B/4, B/2, M/2, L/2, XL/2, plus S/2 and a tiny T/4 for smoke tests.
 """
 

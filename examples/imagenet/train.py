@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node=8 train.py --config configs/B-4.json --data /data/in256-latents --out runs/B-4
 
-Recipe (SPEC §9): `SoFlowConfig.imagenet()` (75% flow matching, p = 1, eps = 0.01, training-time CFG
+Official recipe: `SoFlowConfig.imagenet()` (75% flow matching, p = 1, eps = 0.01, training-time CFG
 with scale 3, drop 0.1, mix 0.25, decay 0.8; curriculum r 0.1 -> 0.002 over the run), AdamW lr 1e-4,
 betas (0.9, 0.99), no weight decay, constant lr, EMA 0.9999 every step, global batch 256. Latents are
 drawn from the stored VAE posterior as 0.18215 * (mean + std * eps) at every step.
