@@ -6,7 +6,7 @@ arXiv 2512.15657 (ICLR 2026). Time runs from data (t = 0) to noise (t = 1).
 
 from __future__ import annotations
 
-from . import time_sampling, toy
+from . import time_sampling
 from .adapters import SingleTimeAdapter
 from .conditions import concat_conditions, drop_condition, select_condition
 from .ema import EMA
@@ -80,7 +80,6 @@ __all__ = [
     "solution_consistency_loss",
     "time_grid",
     "time_sampling",
-    "toy",
     "uniform_times",
     "unwrap_model",
 ]
