@@ -1,4 +1,4 @@
-"""One-step quality at equal budget: SoFlow against flow matching and MeanFlow (BENCHMARKS.md §2).
+"""One-step quality at equal budget: SoFlow against flow matching and MeanFlow (protocol: docs/benchmarks.md).
 
 Parts (`--part`, default `toys digits`):
 
@@ -64,26 +64,8 @@ except ImportError:  # run as a script: python benchmarks/quality.py
 # ------------------------------------------------------------------------------------------------
 # Settings
 
-LOWDIM = SoFlowConfig(
-    fm_fraction=0.75,
-    p=1.0,
-    eps=10.0,
-    fm_time_mean=-0.9,
-    fm_time_std=1.6,
-    s_time_mean=-4.0,
-    s_time_std=1.6,
-    t_time_mean=-0.9,
-    t_time_std=1.6,
-    schedule="exponent",
-    r_init=0.2,
-    r_end=0.01,
-)
-"""The low-dimensional preset (the ring study in quality.md gives the evidence); total_steps is set per run.
-
-Against the CIFAR-10 recipe it changes three things: a flow matching share of 0.75; an adaptive weight
-$1/(\\text{mse} + 10)$ whose offset sits at the scale of a typical per-sample residual, so that ordinary
-samples are weighted evenly and only outliers are damped; and a shorter curriculum $r: 0.2 \\to 0.01$.
-"""
+LOWDIM = SoFlowConfig.lowdim()
+"""The low-dimensional preset (`SoFlowConfig.lowdim`); total_steps is set per run."""
 
 CIFAR10 = SoFlowConfig.cifar10()
 """The plain transcription of the official CIFAR-10 recipe, for comparison."""
@@ -104,6 +86,7 @@ class Setup:
     hidden: int = 128
     depth: int = 4
     lr: float = 3e-3
+    lr_schedule: str = "cosine"
     ema: float = 0.999
     eval_points: int = 10_000
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -215,12 +198,26 @@ def train(
     snapshots: Sequence[int],
     seed: int,
 ) -> tuple[dict[int, SolutionFlowWrapper], float]:
-    """Adam + EMA; returns EMA copies of the model after each step count in `snapshots`, and s/step."""
+    """Adam + EMA; returns EMA copies of the model after each step count in `snapshots`, and s/step.
+
+    With `setup.lr_schedule == "cosine"` the learning rate decays to 0 over `max(snapshots)` steps, so
+    pass one snapshot per run (an earlier snapshot would be taken before the decay ends).
+    """
     g = torch.Generator().manual_seed(10_000 + seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    last = max(snapshots)
+    if setup.lr_schedule == "cosine":
+        if len(snapshots) != 1:
+            raise ValueError("a cosine learning-rate schedule needs one snapshot per training run")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, last) / last))
+        )
+    elif setup.lr_schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0)
+    else:
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant'; got {setup.lr_schedule!r}")
     ema = EMA(model, decay=setup.ema)
     out: dict[int, SolutionFlowWrapper] = {}
-    last = max(snapshots)
     start = time.perf_counter()
     for step in range(1, last + 1):
         data, labels = batches(g)
@@ -228,6 +225,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         ema.update(model)
         if step in snapshots:
             snapshot = copy.deepcopy(model)
@@ -321,12 +319,16 @@ def toy_task(
     reference, second, noise = toy_eval_data(toy, setup, seed)
     row: dict[str, Any] = {"seed": seed, "noise floor": toy_metrics(second, reference, setup)}
     points_for_figure: dict[str, Tensor] = {"data": reference}
-    for method, loss_fn in toy_losses(config, setup.steps).items():
-        marks = sorted({setup.steps, equal_time[method]})
-        models, per_step = train(
-            new_model(setup, seed), loss_fn, toy_batches(toy, setup.batch), setup, marks, seed
-        )
-        row[f"{method} s/step"] = per_step
+    for method in toy_losses(config, setup.steps):
+        models: dict[int, SolutionFlowWrapper] = {}
+        for steps in sorted({setup.steps, equal_time[method]}):  # one run per budget (lr decays to 0)
+            loss_fn = toy_losses(config, steps)[method]
+            trained, per_step = train(
+                new_model(setup, seed), loss_fn, toy_batches(toy, setup.batch), setup, [steps], seed
+            )
+            models.update(trained)
+            if steps == setup.steps:
+                row[f"{method} s/step"] = per_step
         budgets = [("equal steps", setup.steps)] + (
             [] if method == "SoFlow" else [("equal time", equal_time[method])]
         )
@@ -720,16 +722,17 @@ ABLATION: list[tuple[str, SoFlowConfig | None]] = [
     ("FM, 100 Euler steps (reference)", None),
     ("CIFAR-10 recipe (plain transcription)", CIFAR10),
     ("ImageNet recipe, no guidance", SoFlowConfig()),
-    ("CIFAR-10 + fm_fraction 0.75", replace(CIFAR10, fm_fraction=0.75)),
+    ("CIFAR-10 + fm_fraction 0.5", replace(CIFAR10, fm_fraction=0.5)),
     ("CIFAR-10 + r: 0.2 → 0.01", replace(CIFAR10, r_init=0.2, r_end=0.01)),
-    ("CIFAR-10 + p = 1, eps = 10", replace(CIFAR10, p=1.0, eps=10.0)),
+    ("CIFAR-10 + p = 1, eps = 1", replace(CIFAR10, p=1.0, eps=1.0)),
     ("CIFAR-10 + t ~ LN(0.8, 1.6)", replace(CIFAR10, t_time_mean=0.8)),
     ("low-dim preset", LOWDIM),
     ("preset with fm_fraction 0", replace(LOWDIM, fm_fraction=0.0)),
+    ("preset with fm_fraction 0.75", replace(LOWDIM, fm_fraction=0.75)),
     ("preset with r: 1 → 3.1e-4 (CIFAR-10)", replace(LOWDIM, r_init=1.0, r_end=0.0003125)),
     ("preset with p = 0.75, eps = 1e-3 (CIFAR-10)", replace(LOWDIM, p=0.75, eps=1e-3)),
+    ("preset with eps = 10", replace(LOWDIM, eps=10.0)),
     ("preset with p = 0 (plain MSE)", replace(LOWDIM, p=0.0)),
-    ("preset with t ~ LN(0.8, 1.6)", replace(LOWDIM, t_time_mean=0.8)),
     ("preset with ImageNet time priors", replace(LOWDIM, **IMAGENET_TIMES, t_time_mean=0.2, t_time_std=0.8)),
 ]
 RING_RADIUS, RING_STD, RING_MODES = 2.0, 0.1, 6
@@ -830,6 +833,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--eval-points", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate of every method")
+    parser.add_argument(
+        "--lr-schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument(
@@ -850,6 +856,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         steps=args.steps or (150 if quick else 4000),
         ema=0.95 if quick else 0.999,
         lr=args.lr or Setup.lr,
+        lr_schedule=args.lr_schedule,
         eval_points=args.eval_points or (2000 if quick else 10_000),
         seeds=seeds,
     )
@@ -858,15 +865,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ema=0.95 if quick else 0.999,
         seeds=seeds[:1] if quick else seeds[:2],
         classifier_steps=100 if quick else 3000,
+        lr_schedule=args.lr_schedule,
     )
     toys = args.toys[:1] if quick else args.toys
     report: dict[str, Any] = {
-        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
         "torch": torch.__version__,
         "threads": args.threads,
         "lowdim_config": {k: v for k, v in asdict(LOWDIM).items() if k != "guidance"},
     }
-    markdown = [f"Command: `{report['command']}` (torch {torch.__version__}, {args.threads} CPU thread(s))"]
+    markdown = [
+        f"Command: `{report['command']}` (torch {torch.__version__}, {args.threads} CPU thread(s)).",
+        f"Every method trains the same `MLPBackbone` (toys: hidden {toy_setup.hidden}, depth "
+        f"{toy_setup.depth}; digits: hidden {digit_setup.hidden}) with Adam (toys lr {toy_setup.lr}, digits "
+        f"lr {digit_setup.lr}), a {args.lr_schedule} learning-rate schedule over each run, batch "
+        f"{toy_setup.batch} and an EMA of the weights ({toy_setup.ema}) that is evaluated. SoFlow uses "
+        "`SoFlowConfig.lowdim()`.",
+    ]
     total = 0  # progress counts finished training runs
     if "toys" in args.part:
         total += len(toys) * len(seeds)

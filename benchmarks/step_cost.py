@@ -1,20 +1,20 @@
-r"""Training-step cost of SoFlow against flow matching and MeanFlow (benchmark protocol §1).
+r"""Training-step cost of SoFlow against flow matching and MeanFlow (protocol: docs/benchmarks.md).
 
 Same backbone, same batch, same device, one process: a small DiT-style transformer (attention through
 `scaled_dot_product_attention`) and a small conv UNet (`benchmarks/models.py`). Rows:
 
 - **FM**: plain flow matching on the raw backbone, one forward and one backward (the floor).
-- **FM + CFG**: flow matching with the guided target of SPEC §6 (one more no-grad forward).
+- **FM + CFG**: flow matching with the guided target (docs: method, guidance; one more no-grad forward).
 - **SoFlow**: the toolkit's `SoFlowLoss` with `SoFlowConfig.imagenet()` without guidance
   ($\rho = 0.75$), through `SolutionFlowWrapper` (input checks on, the default).
 - **SoFlow, check_inputs=False**: the same with the wrapper's time-range checks off.
 - **SoFlow + CFG**: `SoFlowConfig.imagenet()` ($\omega = 3$, mix 0.25, decay 0.8, drop 0.1).
 - **Official-structure SoFlow (+ CFG)**: a plain transcription of the official step on the raw
-  backbone: separate flow matching and consistency forwards (SPEC §4–§5), random state saved before
+  backbone: separate flow matching and consistency forwards (as in the official training step), random state saved before
   the online consistency forward and restored for the target forward. With guidance it does five
   forwards: unconditional (FM rows), FM with gradient, unconditional + conditional (consistency rows,
   batched in one no-grad forward), online, target.
-- **MeanFlow (JVP) (+ CFG)**: `benchmarks/baselines.meanflow_loss` (`torch.func.jvp`, SPEC §10) inside
+- **MeanFlow (JVP) (+ CFG)**: `benchmarks/baselines.meanflow_loss` (`torch.func.jvp`) inside
   `math_attention()`, since forward-mode AD has no rule for the fused attention kernels.
 
 A step is: draw noise and times, compute the loss, `backward()`, drop the gradients
@@ -132,7 +132,7 @@ def _logit_normal(n: int, mean: float, std: float, like: Tensor, generator: torc
 
 
 def _kappa(t: Tensor) -> Tensor:
-    """The guidance decay of SPEC §6."""
+    """The guidance decay kappa(t) (docs: method, guidance)."""
     tau = GUIDANCE.decay_time
     u = ((1 - t) / (1 - tau)).clamp(0.0, 1 - 1e-6)
     return torch.where(t <= tau, torch.ones_like(t), 1 - torch.exp(-0.025 * u / (1 - u)))

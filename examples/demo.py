@@ -1,9 +1,9 @@
 """Train a one-step SoFlow model on a 2-D toy and compare it with 100-step flow matching.
 
-This is what `make demo` runs. In about a minute on two CPU cores it
+This is what `make demo` runs. In under two minutes on two CPU cores it
 
 1. trains SoFlow (a small MLP wrapped by `SolutionFlowWrapper`, objective `SoFlowLoss` with the
-   low-dimensional settings below) on a built-in 2-D dataset;
+   low-dimensional preset `SoFlowConfig.lowdim()`) on a built-in 2-D dataset;
 2. trains a flow-matching model of the same size for the same number of steps (the same wrapper and
    backbone trained with `flow_matching_loss` alone), to be sampled with 100 Euler steps;
 3. draws 10,000 points from each and writes `samples.png` (data | SoFlow 1 NFE | SoFlow 2 NFE |
@@ -20,7 +20,9 @@ worked example. Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,25 +43,6 @@ from soflow_toolkit import (
 )
 from soflow_toolkit.toy import TOY_DATASETS, MLPBackbone, energy_distance, get_toy_dataset, sliced_wasserstein
 
-# SoFlow settings for low-dimensional data (the evidence: benchmarks/results/quality.md, ring study).
-# Against the official CIFAR-10 recipe: a flow matching share of 0.75; an adaptive weight
-# 1/(mse + 10) whose offset is the size of a typical per-sample residual in 2-D, so ordinary samples
-# weigh the same and only outliers are damped (with only two coordinates per sample, the official
-# 1/(mse + 1e-3)^0.75 re-weights the random targets and squeezes the modes); a shorter curriculum.
-LOWDIM = {
-    "fm_fraction": 0.75,
-    "p": 1.0,
-    "eps": 10.0,
-    "fm_time_mean": -0.9,
-    "fm_time_std": 1.6,
-    "s_time_mean": -4.0,
-    "s_time_std": 1.6,
-    "t_time_mean": -0.9,
-    "t_time_std": 1.6,
-    "schedule": "exponent",
-    "r_init": 0.2,
-    "r_end": 0.01,
-}
 HIDDEN, DEPTH, LEARNING_RATE, EMA_DECAY = 128, 4, 3e-3, 0.999
 
 
@@ -71,12 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-points", type=int, default=10_000, help="samples drawn from each model")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (one is fastest for this small MLP)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1; got {args.steps}")
-    if args.batch_size < 2 or args.eval_points < 2:
-        parser.error("--batch-size and --eval-points must be >= 2")
+    if args.batch_size < 2 or args.eval_points < 2 or args.threads < 1:
+        parser.error("--batch-size and --eval-points must be >= 2, --threads >= 1")
     return args
 
 
@@ -99,6 +84,11 @@ def train(
     """Adam + EMA for `args.steps` steps; leaves the EMA weights in `model`; returns seconds."""
     dataset = get_toy_dataset(args.dataset)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    # Cosine decay of the learning rate to zero over the run: on 2-D data it sharpens the one-step map
+    # more than any SoFlow setting does (benchmarks/results/quality.md).
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, args.steps) / args.steps))
+    )
     ema = EMA(model, decay=EMA_DECAY)
     progress.set_description(label)
     start = time.perf_counter()
@@ -108,6 +98,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        decay.step()
         ema.update(model)
         progress.update(1)
     ema.copy_to(model)
@@ -135,10 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = SoFlowConfig(**LOWDIM, total_steps=args.steps)
+    config = SoFlowConfig.lowdim(total_steps=args.steps)
     objective = SoFlowLoss(config)
 
     def soflow_loss(model: nn.Module, data: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -186,7 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "seed": args.seed,
         "eval_points": args.eval_points,
         "train_seconds": {"soflow": seconds_soflow, "flow_matching": seconds_fm},
-        "soflow_config": {**LOWDIM, "total_steps": args.steps},
+        "soflow_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "guidance"},
+        "learning_rate": {"peak": LEARNING_RATE, "schedule": "cosine to 0"},
         "metrics": metrics,
     }
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -127,7 +127,7 @@ def test_sample_latents_draws_scaled_posterior_samples():
 
 
 # The paper's DiT sizes: (patch, hidden, depth, heads)
-SPEC_SIZES = {
+PAPER_SIZES = {
     "B/4": (4, 768, 12, 12),
     "B/2": (2, 768, 12, 12),
     "M/2": (2, 1024, 16, 16),
@@ -136,12 +136,12 @@ SPEC_SIZES = {
 }
 
 
-@pytest.mark.parametrize("size", sorted(SPEC_SIZES))
+@pytest.mark.parametrize("size", sorted(PAPER_SIZES))
 def test_dit_sizes_follow_the_spec(size):
     dit = load("imagenet", "dit")
     with torch.device("meta"):
         model = dit.DiT(size)
-    patch, hidden, depth, heads = SPEC_SIZES[size]
+    patch, hidden, depth, heads = PAPER_SIZES[size]
     assert model.patch_embed.kernel_size == (patch, patch)
     assert model.patch_embed.out_channels == hidden
     assert len(model.blocks) == depth

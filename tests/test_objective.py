@@ -1,6 +1,6 @@
-"""Tests of the combined training objective `SoFlowLoss` and its `SoFlowConfig` (SPEC §6–§7).
+"""Tests of the combined training objective `SoFlowLoss` and its `SoFlowConfig` .
 
-- Presets: every field of `SoFlowConfig.imagenet()` and `.cifar10()` against SPEC §7 and §9.
+- Presets: every field of `SoFlowConfig.imagenet()` and `.cifar10()` against the official recipes (docs: method, published results).
 - Exactness: with the same noise, times and masks, the objective equals
   (n_fm/B) * flow_matching_loss(first rows) + (n_sc/B) * solution_consistency_loss(other rows), which
   the parity tests tie to the official code: losses, metrics and every gradient to 1e-10 in float64.
@@ -58,7 +58,7 @@ def _rel_err(actual: Tensor, expected: Tensor) -> float:
 # Presets
 # --------------------------------------------------------------------------------------------------
 
-IMAGENET = {  # SPEC §6, §7, §9
+IMAGENET = {  # the official ImageNet 256 recipe
     "fm_fraction": 0.75,
     "p": 1.0,
     "eps": 0.01,
@@ -75,7 +75,7 @@ IMAGENET = {  # SPEC §6, §7, §9
     "guidance": GuidanceConfig(scale=3.0, drop_rate=0.1, mix_ratio=0.25, decay_time=0.8),
     "min_time_gap": 1e-4,
 }
-CIFAR10 = {  # SPEC §7, §9: unconditional, so no guidance and no label dropping
+CIFAR10 = {  # the official CIFAR-10 recipe: unconditional, so no guidance and no label dropping
     "fm_fraction": 0.0,
     "p": 0.75,
     "eps": 1e-3,
@@ -108,6 +108,27 @@ def test_preset_equals_official_recipe(preset: Any, expected: dict[str, Any]) ->
     assert schedule(0) == pytest.approx(expected["r_init"], rel=1e-12)
     assert schedule(expected["total_steps"]) == pytest.approx(expected["r_end"], rel=1e-12)
     assert schedule(10 * expected["total_steps"]) == pytest.approx(expected["r_end"], rel=1e-12)
+
+
+LOWDIM = {
+    **CIFAR10,
+    "fm_fraction": 0.5,
+    "p": 1.0,
+    "eps": 1.0,
+    "r_init": 0.2,
+    "r_end": 0.01,
+    "total_steps": 5000,
+}
+
+
+def test_lowdim_preset_is_cifar10_with_the_documented_changes() -> None:
+    config = SoFlowConfig.lowdim()
+    assert {f.name for f in dataclasses.fields(config)} == set(LOWDIM), "a field is not checked here"
+    for name, value in LOWDIM.items():
+        assert getattr(config, name) == value, name
+    assert SoFlowConfig.lowdim(total_steps=123).total_steps == 123
+    with pytest.raises(ValueError, match="eps"):
+        SoFlowConfig.lowdim(eps=-1.0)
 
 
 def test_default_config_is_imagenet_without_guidance() -> None:
