@@ -29,6 +29,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The test models are tiny: one intra-op thread is faster than several (no fork/join overhead) and keeps
+# the suite from oversubscribing the machine's cores when subprocesses run alongside it.
+torch.set_num_threads(int(os.environ.get("SOFLOW_TEST_THREADS", "1")))
+
 
 @pytest.fixture
 def generator() -> torch.Generator:
