@@ -723,17 +723,17 @@ ABLATION: list[tuple[str, SoFlowConfig | None]] = [
     ("CIFAR-10 recipe (plain transcription)", CIFAR10),
     ("ImageNet recipe, no guidance", SoFlowConfig()),
     ("CIFAR-10 + fm_fraction 0.5", replace(CIFAR10, fm_fraction=0.5)),
-    ("CIFAR-10 + r: 0.2 → 0.01", replace(CIFAR10, r_init=0.2, r_end=0.01)),
     ("CIFAR-10 + p = 1, eps = 1", replace(CIFAR10, p=1.0, eps=1.0)),
     ("CIFAR-10 + t ~ LN(0.8, 1.6)", replace(CIFAR10, t_time_mean=0.8)),
-    ("low-dim preset", LOWDIM),
-    ("preset with fm_fraction 0", replace(LOWDIM, fm_fraction=0.0)),
-    ("preset with fm_fraction 0.75", replace(LOWDIM, fm_fraction=0.75)),
-    ("preset with r: 1 → 3.1e-4 (CIFAR-10)", replace(LOWDIM, r_init=1.0, r_end=0.0003125)),
-    ("preset with p = 0.75, eps = 1e-3 (CIFAR-10)", replace(LOWDIM, p=0.75, eps=1e-3)),
-    ("preset with eps = 10", replace(LOWDIM, eps=10.0)),
-    ("preset with p = 0 (plain MSE)", replace(LOWDIM, p=0.0)),
-    ("preset with ImageNet time priors", replace(LOWDIM, **IMAGENET_TIMES, t_time_mean=0.2, t_time_std=0.8)),
+    ("low-dim preset (CIFAR-10 + r: 0.2 → 0.01)", LOWDIM),
+    ("preset + r: 0.5 → 0.01", replace(LOWDIM, r_init=0.5)),
+    ("preset + r: 0.2 → 0.002", replace(LOWDIM, r_end=0.002)),
+    ("preset + fm_fraction 0.5", replace(LOWDIM, fm_fraction=0.5)),
+    ("preset + fm_fraction 0.75", replace(LOWDIM, fm_fraction=0.75)),
+    ("preset + p = 1, eps = 1", replace(LOWDIM, p=1.0, eps=1.0)),
+    ("preset + p = 1, eps = 10", replace(LOWDIM, p=1.0, eps=10.0)),
+    ("preset + p = 0 (plain MSE)", replace(LOWDIM, p=0.0)),
+    ("preset + ImageNet time priors", replace(LOWDIM, **IMAGENET_TIMES, t_time_mean=0.2, t_time_std=0.8)),
 ]
 RING_RADIUS, RING_STD, RING_MODES = 2.0, 0.1, 6
 
@@ -818,6 +818,52 @@ def ablation_table(results: dict[str, Any], setup: Setup) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# The budget study: does the gap to 100-step flow matching close with longer training?
+
+
+def budget_task(toy: str, seed: int, setup: Setup, config: SoFlowConfig) -> dict[str, Any]:
+    """FM (100 Euler steps) and SoFlow (1 and 2 NFE) trained for `setup.steps` on one toy and seed."""
+    reference, second, noise = toy_eval_data(toy, setup, seed)
+    row: dict[str, Any] = {"toy": toy, "seed": seed, "floor": toy_metrics(second, reference, setup)}
+    for method in ("FM", "SoFlow"):
+        loss_fn = toy_losses(config, setup.steps)[method]
+        models, _ = train(
+            new_model(setup, seed), loss_fn, toy_batches(toy, setup.batch), setup, [setup.steps], seed
+        )
+        samplers = {"FM 100 steps": SAMPLERS["FM"]["FM 100 steps"]} if method == "FM" else SAMPLERS[method]
+        for label, sampler in samplers.items():
+            points = sampler(models[setup.steps], noise, torch.Generator().manual_seed(seed), None)
+            row[label] = toy_metrics(points, reference, setup)
+    return row
+
+
+def run_budget(
+    setup: Setup, toys: Sequence[str], config: SoFlowConfig, progress: Any, jobs: int, threads: int
+) -> dict[str, Any]:
+    progress.set_description(f"budget study ({setup.steps} steps)")
+    tasks = [(toy, seed, setup, config) for toy in toys for seed in setup.seeds]
+    return {"rows": run_tasks(budget_task, tasks, jobs, progress, threads)}
+
+
+def budget_table(results: dict[str, Any], setup: Setup) -> str:
+    labels = ("FM 100 steps", "SoFlow 1 NFE", "SoFlow 2 NFE")
+    table = []
+    for toy in dict.fromkeys(r["toy"] for r in results["rows"]):
+        mine = [r for r in results["rows"] if r["toy"] == toy]
+        cells = [toy] + [fmt([r[label]["energy"] for r in mine]) for label in labels]
+        cells.append(fmt([r["floor"]["energy"] for r in mine]))
+        fm, sf = (mean_std([r[label]["energy"] for r in mine])[0] for label in labels[:2])
+        cells.append(f"{sf / fm:.2f}" if fm > 0 else "FM at the floor")
+        table.append(cells)
+    header = ["toy", *(f"ED × 1000, {label}" for label in labels), "floor", "SoFlow 1 NFE / FM 100"]
+    return (
+        f"FM and SoFlow (`SoFlowConfig.lowdim(total_steps={setup.steps})`) trained for {setup.steps} steps of "
+        f"batch {setup.batch}, seeds {list(setup.seeds)}, {setup.eval_points} points; otherwise the setup above.\n\n"
+        + markdown_table(header, table)
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -825,10 +871,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny budget, one toy, one seed")
     parser.add_argument(
-        "--part", nargs="+", default=["toys", "digits"], choices=["toys", "digits", "ablation"]
+        "--part", nargs="+", default=["toys", "digits"], choices=["toys", "digits", "ablation", "budget"]
     )
     parser.add_argument("--toys", nargs="+", default=list(TOYS), choices=list(TOYS))
     parser.add_argument("--steps", type=int, default=None, help="training steps of every method (toys)")
+    parser.add_argument(
+        "--budget-steps", type=int, default=None, help="training steps of the budget study (default 10000)"
+    )
     parser.add_argument("--digits-steps", type=int, default=None, help="training steps (digits)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
     parser.add_argument("--eval-points", type=int, default=None)
@@ -889,6 +938,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         total += 3 * len(digit_setup.seeds)
     if "ablation" in args.part:
         total += len(ABLATION) * len(seeds[:2] if not quick else seeds)
+    budget_setup = replace(
+        toy_setup,
+        steps=args.budget_steps or (300 if quick else 10_000),
+        seeds=seeds[:2] if not quick else seeds,
+    )
+    if "budget" in args.part:
+        total += len(toys) * len(budget_setup.seeds)
     with tqdm(total=total, unit="run", dynamic_ncols=True) as progress:
         if "toys" in args.part:
             report["toy_setup"] = asdict(toy_setup)
@@ -902,7 +958,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ablation_setup = replace(toy_setup, seeds=seeds[:2] if not quick else seeds)
             report["ablation"] = run_ablation(ablation_setup, progress, args.jobs, args.threads)
             markdown += ["## Ring study", ablation_table(report["ablation"], ablation_setup)]
-    name = "quality_quick" if quick else ("quality_ablation" if args.part == ["ablation"] else "quality")
+        if "budget" in args.part:
+            report["budget_setup"] = asdict(budget_setup)
+            report["budget"] = run_budget(budget_setup, toys, LOWDIM, progress, args.jobs, args.threads)
+            markdown += ["## Longer training", budget_table(report["budget"], budget_setup)]
+    single = {("ablation",): "quality_ablation", ("budget",): "quality_budget"}
+    name = "quality_quick" if quick else single.get(tuple(args.part), "quality")
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     path = args.out / f"{name}.md"
     notes = NOTES_MARKER + "\n"

@@ -112,9 +112,6 @@ def test_preset_equals_official_recipe(preset: Any, expected: dict[str, Any]) ->
 
 LOWDIM = {
     **CIFAR10,
-    "fm_fraction": 0.5,
-    "p": 1.0,
-    "eps": 1.0,
     "r_init": 0.2,
     "r_end": 0.01,
     "total_steps": 5000,
