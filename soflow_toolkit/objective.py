@@ -167,14 +167,17 @@ class SoFlowConfig:
         Everything else is CIFAR-10's: $\rho = 0$, $p = 0.75$, $\varepsilon = 10^{-3}$,
         $\mu = (-0.9, -4.0, -0.9)$, $\sigma = (1.6, 1.6, 1.6)$.
 
-        Why: on 2-D data the network fits the whole curriculum in a few thousand steps, and the official
-        start at $r = 1$ (targets one Euler step from $t$ straight to $s$) spends much of such a run on
-        targets far from the exact ones; starting at $r = 0.2$ gives accurate targets from the start.
-        Measured with a 4-layer MLP on five 2-D toys (`benchmarks/results/quality.md`), it was the one
-        change that helped on its own across the toys; a flow matching share, $p = 1$ with larger
-        offsets, or other time priors did not help once it was in place. A learning rate that decays to
-        zero over the run (e.g. cosine) matters as much on such data; it belongs to the optimizer, not
-        to this config.
+        Why: in a short run on 2-D data the official curriculum spends most of the steps on the coarse
+        targets of large $r$ (one Euler step from $t$ far towards $s$), and its end, $r$ near $10^{-3}$
+        or below, is where one-step samples fall between the modes. Measured with a 4-layer MLP
+        (`benchmarks/results/`, 4000 steps): on a ring of six Gaussians the energy distance of 1-NFE
+        samples drops from 44 to 5.3 (× 1e-3); ending the curriculum at $r = 0.002$ instead gives 16,
+        a flow matching share of 0.5 or 0.75 gives 13 to 25, plain MSE ($p = 0$) 22, and $p = 1$ with
+        $\varepsilon$ of 1 or 10 gives 3.3 to 4.7, within the spread over seeds. Across five 2-D toys
+        this preset beat a candidate with $\rho = 0.5$, $p = 1$, $\varepsilon = 1$ on four; on
+        class-conditional 8×8 digits (64-D, with guidance) that candidate reached a lower Fréchet
+        distance (42 against 61). A learning rate that decays to zero over the run (e.g. cosine) matters
+        as much on such data; it belongs to the optimizer, not to this config.
 
         Example:
             >>> config = SoFlowConfig.lowdim(total_steps=10_000)
