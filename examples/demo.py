@@ -85,7 +85,7 @@ def train(
     dataset = get_toy_dataset(args.dataset)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     # Cosine decay of the learning rate to zero over the run: on 2-D data it sharpens the one-step map
-    # more than any SoFlow setting does (benchmarks/results/quality.md).
+    # markedly (benchmarks/results/quality.md).
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, args.steps) / args.steps))
     )
