@@ -85,6 +85,9 @@ ROWS = (
     "MeanFlow (JVP) + CFG",
 )
 BLOCKS = 3
+# Step memory below this is allocator and page-granularity noise (the --quick models hold tens of KiB
+# per step, sometimes nothing measurable): ratios to an FM figure this small are not reported.
+MEMORY_RESOLUTION_MIB = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,7 +439,9 @@ def summarize(
         }
         if row in memory:
             entry.update(memory[row])
-            entry["memory_ratio_to_fm"] = memory[row]["step_mib"] / max(memory["FM"]["step_mib"], 1e-9)
+            ratio = memory_ratio(memory[row], memory.get("FM"))
+            if ratio is not None:
+                entry["memory_ratio_to_fm"] = ratio
         rows.append(entry)
     return rows
 
@@ -457,21 +462,41 @@ TARGETS = (
 )
 
 
+def memory_ratio(row: dict[str, float], reference: dict[str, float] | None) -> float | None:
+    """Step memory of `row` over that of `reference`; None when the reference is below the resolution."""
+    if reference is None or "step_mib" not in row or "step_mib" not in reference:
+        return None
+    if reference["step_mib"] < MEMORY_RESOLUTION_MIB:
+        return None
+    return row["step_mib"] / reference["step_mib"]
+
+
 def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Time targets as paired ratios of step times (median over rounds); memory as ratios of step memory."""
+    """Time targets as paired ratios of step times (median over rounds); memory as ratios of step memory.
+
+    A memory target whose reference row holds less than `MEMORY_RESOLUTION_MIB` per step is listed
+    with `value` None and `met` None (not measurable at that size), never as a ratio of noise.
+    """
     by_method = {row["method"]: row for row in table}
-    out = []
+    out: list[dict[str, Any]] = []
     for label, num, den, kind, limit in TARGETS:
         if num not in by_method or den not in by_method:
             continue
         if kind == "time":
             value = paired_ratio(by_method[num]["samples_ms"], by_method[den]["samples_ms"])
+            out.append({"target": label, "value": value, "limit": limit, "met": value <= limit})
         elif "step_mib" in by_method[num] and "step_mib" in by_method[den]:
-            value = by_method[num]["step_mib"] / by_method[den]["step_mib"]
-        else:
-            continue
-        out.append({"target": label, "value": value, "limit": limit, "met": value <= limit})
+            ratio = memory_ratio(by_method[num], by_method[den])
+            met = None if ratio is None else ratio <= limit
+            out.append({"target": label, "value": ratio, "limit": limit, "met": met})
     return out
+
+
+def _format_check(check: dict[str, Any]) -> tuple[str, str]:
+    """Measured value and verdict of one target for the Markdown table."""
+    if check["value"] is None:
+        return f"– (FM step memory < {MEMORY_RESOLUTION_MIB:g} MiB)", "not measurable"
+    return f"{check['value']:.2f}", "yes" if check["met"] else "no"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -533,9 +558,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| Backbone | Target | Measured | Limit | Met |", "|---|---|---:|---:|---|"]
     for model, checks in result["targets"].items():
         for c in checks:
-            lines.append(
-                f"| {model} | {c['target']} | {c['value']:.2f} | ≤ {c['limit']:.2f} | {'yes' if c['met'] else 'no'} |"
-            )
+            value, verdict = _format_check(c)
+            lines.append(f"| {model} | {c['target']} | {value} | ≤ {c['limit']:.2f} | {verdict} |")
     if not meta["quick"]:
         lines += ["", floor_note(result)]
     return "\n".join(lines) + "\n"
