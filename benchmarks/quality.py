@@ -24,6 +24,7 @@ Usage (exact commands of the published results in docs/benchmarks.md):
     python benchmarks/quality.py                   # toys + digits
     python benchmarks/quality.py --part ablation   # the ring study
     python benchmarks/quality.py --part budget     # longer training
+    python benchmarks/quality.py --part budget --budget-steps 4000 --hidden 512 --lr 1e-3 --name quality_width
 
 Results go to `--out` (default benchmarks/results): quality.json, quality.md and PNG figures.
 """
@@ -908,9 +909,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-points", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate of every method")
     parser.add_argument(
+        "--hidden", type=int, default=None, help="width of the toys' MLP backbone (default 128)"
+    )
+    parser.add_argument(
         "--lr-schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--name", default=None, help="file name stem of the outputs (default: from the parts, e.g. quality)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument(
         "--jobs", type=int, default=2, help="worker processes (each trains one run at a time)"
@@ -930,6 +937,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         steps=args.steps or (150 if quick else 4000),
         ema=0.95 if quick else 0.999,
         lr=args.lr or Setup.lr,
+        hidden=args.hidden or Setup.hidden,
         lr_schedule=args.lr_schedule,
         eval_points=args.eval_points or (2000 if quick else 10_000),
         seeds=seeds,
@@ -986,9 +994,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if "budget" in args.part:
             report["budget_setup"] = asdict(budget_setup)
             report["budget"] = run_budget(budget_setup, toys, LOWDIM, progress, args.jobs, args.threads)
-            markdown += ["## Longer training", budget_table(report["budget"], budget_setup)]
+            markdown += [
+                f"## FM and SoFlow alone: {budget_setup.steps} steps, {budget_setup.hidden}-wide backbone",
+                budget_table(report["budget"], budget_setup),
+            ]
     single = {("ablation",): "quality_ablation", ("budget",): "quality_budget"}
-    name = "quality_quick" if quick else single.get(tuple(args.part), "quality")
+    name = args.name or ("quality_quick" if quick else single.get(tuple(args.part), "quality"))
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     path = args.out / f"{name}.md"
     notes = NOTES_MARKER + "\n"
