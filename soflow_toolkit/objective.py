@@ -178,9 +178,9 @@ class SoFlowConfig:
         class-conditional 8×8 digits (64-D, with guidance) that candidate reached a lower Fréchet
         distance (42 against 61). A learning rate that decays to zero over the run (e.g. cosine) matters
         as much on such data; it belongs to the optimizer, not to this config. So does capacity on
-        multi-modal data: a 512-wide MLP instead of 128 took the 1-NFE distance on the ring from 6.0 to
-        2.7 and on a checkerboard from 5.5 to 2.5, while two moons, a spiral and eight Gaussians did
-        not improve.
+        multi-modal data: a 512-wide MLP (learning rate 0.001) instead of a 128-wide one (0.003) took
+        the 1-NFE distance on the ring from 6.0 to 2.7 and on a checkerboard from 5.5 to 2.5, while two
+        moons, a spiral and eight Gaussians did not improve.
 
         Example:
             >>> config = SoFlowConfig.lowdim(total_steps=10_000)

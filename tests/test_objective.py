@@ -1,6 +1,6 @@
-"""Tests of the combined training objective `SoFlowLoss` and its `SoFlowConfig` .
+"""Tests of the combined training objective `SoFlowLoss` and its `SoFlowConfig`.
 
-- Presets: every field of `SoFlowConfig.imagenet()` and `.cifar10()` against the official recipes (docs: method, published results).
+- Presets: every field of `SoFlowConfig.imagenet()` and `.cifar10()` against the official recipes.
 - Exactness: with the same noise, times and masks, the objective equals
   (n_fm/B) * flow_matching_loss(first rows) + (n_sc/B) * solution_consistency_loss(other rows), which
   the parity tests tie to the official code: losses, metrics and every gradient to 1e-10 in float64.
