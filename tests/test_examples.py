@@ -335,9 +335,11 @@ def run_script(script: Path, *args: str | Path, nproc: int = 2) -> None:
     result = subprocess.run(
         [*command, str(script), *map(str, args)], env=env, capture_output=True, text=True, timeout=900
     )
-    if result.returncode:
+    if result.returncode:  # the whole output of every rank: enough to diagnose without a rerun
         pytest.fail(
-            f"{script.name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            f"{script.name} failed ({result.returncode}): {' '.join(map(str, result.args))}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}",
+            pytrace=False,
         )
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar import load_cifar10
 from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.config import sampling_parser
-from common.distributed import DistInfo, cleanup, setup
+from common.distributed import DistInfo, distributed_context
 from common.images import to_uint8, write_samples_npz
 from unet import UNet
 
@@ -103,11 +103,8 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    info = setup(args.device)
-    try:
+    with distributed_context(args.device) as info:
         run(args, info)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cifar import load_cifar10, random_hflip, to_model_range
 from common.checkpoint import TrainState
 from common.config import run_config, soflow_config, training_parser
-from common.distributed import DistInfo, cleanup, data_parallel, setup
+from common.distributed import DistInfo, data_parallel, distributed_context
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
 from common.sampler import ResumableSampler
@@ -169,11 +169,9 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = run_config(args, DEFAULTS, HERE / "configs" / "smoke.json")
-    info = setup(args.device)
-    try:
+    # The DDP module lives and dies inside train(): released before the group is destroyed.
+    with distributed_context(args.device) as info:
         train(config, info)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

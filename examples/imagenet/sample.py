@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.config import sampling_parser
-from common.distributed import DistInfo, cleanup, setup
+from common.distributed import DistInfo, distributed_context
 from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
 from dit import DiT
@@ -60,11 +60,8 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    info = setup(args.device)
-    try:
+    with distributed_context(args.device) as info:
         run(args, info)
-    finally:
-        cleanup()
 
 
 def run(args: argparse.Namespace, info: DistInfo) -> None:
