@@ -78,7 +78,8 @@ class RandomFeatures(nn.Module):
         self.calls = 0
 
     def forward(self, images: Tensor) -> Tensor:
-        assert images.dtype == torch.uint8 and images.shape[1] == 3
+        assert images.dtype == torch.uint8
+        assert images.shape[1] == 3
         self.calls += 1
         h = torch.relu(self.conv(images.float() / 127.5 - 1)).mean(dim=(2, 3))
         return torch.tanh(self.head(h))
@@ -118,7 +119,9 @@ def test_trace_sqrt_product_of_diagonal_covariances():
     a = torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=torch.float64)
     b = torch.tensor([3.0, 0.5, 8.0, 2.0], dtype=torch.float64)
     expected = (a * b).sqrt().sum()
-    assert math.isclose(float(trace_sqrt_product(torch.diag(a), torch.diag(b))), float(expected), rel_tol=1e-13)
+    assert math.isclose(
+        float(trace_sqrt_product(torch.diag(a), torch.diag(b))), float(expected), rel_tol=1e-13
+    )
 
 
 @given(seed=seeds, dim=st.integers(1, 10), rank=st.integers(1, 10))
@@ -424,7 +427,9 @@ def test_statistics_round_trip_and_adm_reference_layout(tmp_path):
     assert reference.count is None
     assert torch.equal(reference.mean, torch.ones(4, dtype=torch.float64))
     np.savez(tmp_path / "images.npz", random_images(3))
-    with pytest.raises(KeyError, match=r"no feature statistics \(no \['mu', 'sigma'\]\); it holds \['arr_0'\]"):
+    with pytest.raises(
+        KeyError, match=r"no feature statistics \(no \['mu', 'sigma'\]\); it holds \['arr_0'\]"
+    ):
         read_statistics(tmp_path / "images.npz")
     with pytest.raises(TypeError, match="FeatureStatistics"):
         save_statistics(tmp_path / "x.npz", (torch.zeros(2), torch.eye(2)))  # type: ignore[arg-type]
@@ -553,7 +558,7 @@ def test_inception_download_failure_explains_offline_use(monkeypatch):
             raise urllib.error.URLError("no network")
 
     _install_fake_fidelity(monkeypatch, Offline)
-    with pytest.raises(RuntimeError, match="could not download the Inception weights.*weights="):
+    with pytest.raises(RuntimeError, match=r"could not download the Inception weights.*weights="):
         InceptionFeatures()
 
 
@@ -602,7 +607,9 @@ def test_command_line_on_images_uses_the_inception_and_saves_statistics(tmp_path
         ]
     )
     assert built == [(Path("w.pth"), "cpu")]
-    direct = fid_from_npz(tmp_path / "fake.npz", tmp_path / "real.npz", extractor=RandomFeatures(), batch_size=6)
+    direct = fid_from_npz(
+        tmp_path / "fake.npz", tmp_path / "real.npz", extractor=RandomFeatures(), batch_size=6
+    )
     assert math.isclose(value, direct, rel_tol=1e-12)
     assert capsys.readouterr().out == f"FID: {value:.4f}\n"
     # The saved statistics stand for the samples in a later run.
@@ -676,7 +683,9 @@ def test_balanced_class_labels_are_shuffled():
     assert not torch.equal(labels, torch.arange(2000) % 1000)
 
 
-@pytest.mark.parametrize(("num", "num_classes", "message"), [(-1, 3, "num must"), (3, 0, "num_classes"), (2.5, 3, "num must")])
+@pytest.mark.parametrize(
+    ("num", "num_classes", "message"), [(-1, 3, "num must"), (3, 0, "num_classes"), (2.5, 3, "num must")]
+)
 def test_class_labels_rejects_bad_counts(num, num_classes, message):
     with pytest.raises(ValueError, match=message):
         class_labels(num, num_classes)

@@ -55,13 +55,17 @@ def main(argv: list[str] | None = None) -> float:
     for path in (args.samples, args.reference):
         if not path.is_file():
             raise SystemExit(f"no such file: {path}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = (
+        torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     use_stored = not args.recompute
-    print(f"{_describe(args.samples, use_stored)} vs {_describe(args.reference, use_stored)}", file=sys.stderr)
+    print(
+        f"{_describe(args.samples, use_stored)} vs {_describe(args.reference, use_stored)}", file=sys.stderr
+    )
     paths = (args.samples, args.reference)
-    extractor = None
-    if any(not (use_stored and evaluate._stores_statistics(p)) for p in paths):
-        extractor = evaluate.InceptionFeatures(args.inception_weights, device=device)
+    extractor = evaluate._extractor_for(
+        paths, None, use_stored=use_stored, weights=args.inception_weights, device=device
+    )
     first, second = (
         evaluate.npz_statistics(
             path,

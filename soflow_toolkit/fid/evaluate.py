@@ -22,6 +22,20 @@ def _stores_statistics(path: Path | str) -> bool:
     return {"mu.npy", "sigma.npy"} <= names
 
 
+def _extractor_for(
+    paths: tuple[Path | str, ...],
+    extractor: FeatureExtractor | None,
+    *,
+    use_stored: bool,
+    weights: Path | str | None,
+    device: torch.device | str | None,
+) -> FeatureExtractor | None:
+    """`extractor`, or the default Inception when a file needs features and none was given."""
+    if extractor is None and any(not (use_stored and _stores_statistics(p)) for p in paths):
+        return InceptionFeatures(weights, device=device)
+    return extractor
+
+
 def npz_statistics(
     path: Path | str,
     extractor: FeatureExtractor | None = None,
@@ -125,9 +139,9 @@ def fid_from_npz(
         >>> fid_from_npz(folder + "/a.npz", folder + "/b.npz")  # |mu_a - mu_b|^2
         2.0
     """
-    needs_features = [p for p in (samples, reference) if not (use_stored and _stores_statistics(p))]
-    if needs_features and extractor is None:
-        extractor = InceptionFeatures(inception_weights, device=device)
+    extractor = _extractor_for(
+        (samples, reference), extractor, use_stored=use_stored, weights=inception_weights, device=device
+    )
     first, second = (
         npz_statistics(
             path, extractor, use_stored=use_stored, batch_size=batch_size, device=device, progress=progress

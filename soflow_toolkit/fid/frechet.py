@@ -78,7 +78,8 @@ def sqrtm_psd(matrix: Tensor) -> Tensor:
     """
     matrix = _check_covariance(matrix, "matrix")
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    return (eigenvectors * _sqrt_eigenvalues(eigenvalues)) @ eigenvectors.T
+    root: Tensor = (eigenvectors * _sqrt_eigenvalues(eigenvalues)) @ eigenvectors.T
+    return root
 
 
 def _sqrt_eigenvalues(eigenvalues: Tensor) -> Tensor:
@@ -163,5 +164,7 @@ def frechet_distance(first: FeatureStatistics, second: FeatureStatistics) -> flo
     mu1, mu2 = first.mean, second.mean.to(device)
     sigma1, sigma2 = first.cov, second.cov.to(device)
     diff = mu1 - mu2
-    distance = diff @ diff + torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
+    distance = (
+        diff @ diff + torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
+    )
     return max(float(distance), 0.0)

@@ -14,18 +14,17 @@ dependency (the `fid` extra; it needs torchvision) and is imported only when
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["INCEPTION_WEIGHTS_URL", "InceptionFeatures"]
 
-INCEPTION_WEIGHTS_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 """Where torch-fidelity downloads the converted Inception weights from."""
 
 _MISSING = (
@@ -80,7 +79,9 @@ class InceptionFeatures(nn.Module):
         ```
     """
 
-    def __init__(self, weights: Path | str | None = None, *, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, weights: Path | str | None = None, *, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
         if weights is not None:
             weights = Path(weights)
@@ -93,11 +94,11 @@ class InceptionFeatures(nn.Module):
             except Exception as error:
                 raise RuntimeError(f"{weights} is not a readable PyTorch state dict: {error}") from error
         try:
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+            module = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
         except ImportError as error:
             raise ImportError(f"{_MISSING} ({error})") from error
         try:
-            self.network: Any = FeatureExtractorInceptionV3(
+            self.network: Any = module.FeatureExtractorInceptionV3(
                 "inception-v3-compat",
                 ["2048"],
                 feature_extractor_weights_path=None if weights is None else str(weights),
@@ -117,7 +118,9 @@ class InceptionFeatures(nn.Module):
             kind = f"dtype {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
             raise TypeError(f"InceptionFeatures takes uint8 images (B, 3, H, W) in [0, 255]; got {kind}")
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"InceptionFeatures takes images of shape (B, 3, H, W); got {tuple(images.shape)}")
+            raise ValueError(
+                f"InceptionFeatures takes images of shape (B, 3, H, W); got {tuple(images.shape)}"
+            )
         with _full_precision_float32(), torch.no_grad():
             (features,) = self.network(images)
-        return features.reshape(images.shape[0], -1).float()
+        return cast(Tensor, features).reshape(images.shape[0], -1).float()

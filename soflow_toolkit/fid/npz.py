@@ -160,7 +160,9 @@ def read_statistics(path: Path | str) -> FeatureStatistics:
     with np.load(path, allow_pickle=False) as data:
         missing = [key for key in ("mu", "sigma") if key not in data.files]
         if missing:
-            raise KeyError(f"{path} stores no feature statistics (no {missing}); it holds {sorted(data.files)}")
+            raise KeyError(
+                f"{path} stores no feature statistics (no {missing}); it holds {sorted(data.files)}"
+            )
         count = int(data["count"]) if "count" in data.files else None
         mean = torch.from_numpy(np.asarray(data["mu"], dtype=np.float64))
         cov = torch.from_numpy(np.asarray(data["sigma"], dtype=np.float64))
@@ -235,7 +237,11 @@ class NpzWriter:
         self.written = 0
         self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._file: Any = self._zip.open("arr_0.npy", "w", force_zip64=True)
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
         np.lib.format.write_array_header_1_0(self._file, header)
 
     def write(self, chunk: np.ndarray | Tensor) -> None:

@@ -9,8 +9,10 @@ scatter matrix are merged into the running ones with the pairwise update of Chan
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -119,7 +121,9 @@ class StatisticsAccumulator:
         if features.ndim != 2:
             raise ValueError(f"features must have shape (B, D); got {tuple(features.shape)}")
         if self.dim is not None and features.shape[1] != self.dim:
-            raise ValueError(f"features must have {self.dim} columns like the earlier chunks; got {features.shape[1]}")
+            raise ValueError(
+                f"features must have {self.dim} columns like the earlier chunks; got {features.shape[1]}"
+            )
         if features.shape[0] == 0:
             return
         device = self.device if self.device is not None else features.device
@@ -148,7 +152,11 @@ class StatisticsAccumulator:
         total = self.count + count
         delta = mean.to(self._mean.device) - self._mean
         self._mean = self._mean + delta * (count / total)
-        self._scatter = self._scatter + scatter.to(self._mean.device) + torch.outer(delta, delta) * (self.count * count / total)
+        self._scatter = (
+            self._scatter
+            + scatter.to(self._mean.device)
+            + torch.outer(delta, delta) * (self.count * count / total)
+        )
         self.count = total
 
     def compute(self) -> FeatureStatistics:
@@ -166,10 +174,10 @@ def _progress(batches: Iterable[Tensor], total: int | None, desc: str, enabled: 
     if not enabled:
         return batches
     try:
-        from tqdm.auto import tqdm
+        tqdm = importlib.import_module("tqdm.auto").tqdm
     except ImportError:  # the bar is cosmetic: without tqdm, run without one
         return batches
-    return tqdm(batches, total=total, desc=desc, unit="batch")
+    return cast(Iterable[Tensor], tqdm(batches, total=total, desc=desc, unit="batch"))
 
 
 def feature_statistics(
@@ -224,6 +232,8 @@ def feature_statistics(
             features = extractor(images)
         if not isinstance(features, Tensor) or features.ndim != 2 or features.shape[0] != batch.shape[0]:
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(f"the extractor must return features of shape ({batch.shape[0]}, D); got {shape}")
+            raise ValueError(
+                f"the extractor must return features of shape ({batch.shape[0]}, D); got {shape}"
+            )
         accumulator.update(features)
     return accumulator.compute()
