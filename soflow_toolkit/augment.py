@@ -205,6 +205,16 @@ class AugmentParams:
             reciprocal across it.
         aniso_angle: `(B,)` $r$ in radians, in $[-\pi, \pi)$ (0 when the frame is not rotated).
         translate: `(B, 2)` $(w_x, w_y)$; shifted by $(\sigma_t w_x W, \sigma_t w_y H)$ pixels.
+
+    Example:
+        >>> import torch
+        >>> pipe = AugmentPipe(p=1.0)
+        >>> params = pipe.sample_params(4, generator=torch.Generator().manual_seed(0))
+        >>> images = torch.zeros(4, 3, 8, 8)
+        >>> masks = torch.ones(4, 1, 8, 8)
+        >>> same_draw = pipe.apply(images, params), pipe.apply(masks, params)  # one draw, two tensors
+        >>> params.labels().shape
+        torch.Size([4, 6])
     """
 
     xflip: Tensor
@@ -234,7 +244,14 @@ class AugmentParams:
 
 
 class AugmentOutput(NamedTuple):
-    """Augmented images `(B, C, H, W)` and their labels `(B, 6)`."""
+    """Augmented images `(B, C, H, W)` and their labels `(B, 6)`, as returned by :class:`AugmentPipe`.
+
+    Example:
+        >>> import torch
+        >>> images, labels = AugmentPipe()(torch.zeros(2, 3, 8, 8))
+        >>> labels.shape
+        torch.Size([2, 6])
+    """
 
     images: Tensor
     labels: Tensor

@@ -48,7 +48,17 @@ def _describe(path: Path, use_stored: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> float:
-    """Parse `argv` (default: `sys.argv[1:]`), print the FID and return it."""
+    """Parse `argv` (default: `sys.argv[1:]`), print the FID and return it.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from soflow_toolkit.fid import FeatureStatistics, save_statistics
+        >>> folder = tempfile.mkdtemp()
+        >>> save_statistics(folder + "/a.npz", FeatureStatistics(torch.zeros(2), torch.eye(2)))
+        >>> save_statistics(folder + "/b.npz", FeatureStatistics(torch.ones(2), torch.eye(2)))
+        >>> value = main([folder + "/a.npz", folder + "/b.npz"])
+        FID: 2.0000
+    """
     args = _parser().parse_args(argv)
     if args.batch_size < 1:
         raise SystemExit(f"--batch-size must be >= 1; got {args.batch_size}")
