@@ -147,11 +147,10 @@ def build_official(config: Mapping[str, Any] | str | os.PathLike[str]) -> Soluti
         ...        "noising_type": "Trig", "coefficient_type": "Trig", "cfg_drop_rate": 0.1}
         >>> with torch.device("meta"):
         ...     model = build_official(cfg)
-        >>> model
-        SolutionFlowWrapper(
-          path='trig', parametrization='trig'
-          (backbone): DiT(patch=4, hidden=768, depth=12, heads=12, input=4x32x32, classes=1000 + null)
-        )
+        >>> model.path.name, model.parametrization.name
+        ('trig', 'trig')
+        >>> model.backbone.extra_repr()
+        'patch=4, hidden=768, depth=12, heads=12, input=4x32x32, classes=1000 + null'
     """
     data = _as_config(config)
     path = _choice(data, "noising_type", _PATHS)
