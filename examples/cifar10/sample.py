@@ -29,7 +29,7 @@ from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import to_uint8, write_samples_npz
-from unet import UNet
+from network import build_unet
 
 from soflow_toolkit import SolutionFlowWrapper, sample
 
@@ -46,7 +46,7 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict[str,
     """The UNet of a checkpoint with its EMA (or raw) weights, and the run's config."""
     payload = load_checkpoint(path)
     config = json.loads(payload["config"])
-    model = SolutionFlowWrapper(UNet.from_config(config))
+    model = SolutionFlowWrapper(build_unet(config))
     load_weights(model, payload, weights)
     return model.eval(), config
 

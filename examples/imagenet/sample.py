@@ -32,10 +32,10 @@ from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
-from dit import DiT
 from vae import decode_latents, load_vae
 
 from soflow_toolkit import SolutionFlowWrapper, sample
+from soflow_toolkit.models import DiT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +53,7 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict]:
     config = json.loads(payload["config"])
     c, h, _ = config["latent_shape"]
     model = SolutionFlowWrapper(
-        DiT(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
+        DiT.from_size(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
     )
     load_weights(model, payload, weights)
     return model.eval(), config
