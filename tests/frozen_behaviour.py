@@ -155,7 +155,7 @@ OBJECTIVE_CASES: dict[str, tuple[Callable[[], SoFlowConfig], str, str, str, floa
         0.0,
     ),
     "half-cosine-dict-linear-euler": (
-        lambda: SoFlowConfig.imagenet(fm_fraction=0.5, schedule="cosine", r_init=1.0, total_steps=4),
+        lambda: SoFlowConfig.imagenet(fm_fraction=0.5, curriculum=RatioSchedule("cosine", 1.0, 0.002, 4)),
         "dict",
         "linear",
         "euler",
@@ -169,7 +169,7 @@ OBJECTIVE_CASES: dict[str, tuple[Callable[[], SoFlowConfig], str, str, str, floa
         0.0,
     ),
     "dropout-half-none-linear-euler": (
-        lambda: SoFlowConfig(fm_fraction=0.5, total_steps=10, schedule="linear"),
+        lambda: SoFlowConfig(fm_fraction=0.5, curriculum=RatioSchedule("linear", total_steps=10)),
         "none",
         "linear",
         "euler",
@@ -195,8 +195,8 @@ def objective_case(name: str) -> dict[str, Tensor]:
         prefix = f"objective/{name}/step{step}"
         result[f"{prefix}/loss"] = out.loss.detach().clone()
         result[f"{prefix}/r"] = torch.tensor(out.r, dtype=DTYPE)
-        result[f"{prefix}/split"] = torch.tensor([out.step, out.num_fm, out.num_consistency])
-        for part_name, part in (("fm", out.flow_matching), ("sc", out.consistency)):
+        result[f"{prefix}/split"] = torch.tensor([out.step, out.num_fm, out.num_sc])
+        for part_name, part in (("fm", out.fm), ("sc", out.sc)):
             if part is not None:
                 result.update(loss_output(f"{prefix}/{part_name}", part))
         metrics = out.metrics()
