@@ -236,7 +236,8 @@ class ValueChecks:
         """Every value of `x` (batch first) is finite. `output=True` raises ``FloatingPointError``."""
         if not self.enabled or x.ndim == 0:
             return
-        ok = torch.isfinite(x.detach()).reshape(x.shape[0], -1).all(dim=1)
+        finite = torch.isfinite(x.detach())
+        ok = finite if finite.ndim == 1 else finite.flatten(1).all(dim=1)  # (B,): one flag per sample
         kind: type[Exception] = FloatingPointError if output else ValueError
         self._add(ok, lambda ok: kind(f"{name} has non-finite values (NaN or inf) in {_samples(~ok)}"))
 

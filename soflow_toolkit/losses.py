@@ -1,15 +1,11 @@
-r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; docs: method, the flow matching loss; the solution consistency loss; guidance).
+r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; docs: method, the two losses; guidance).
 
-- [`flow_matching_loss`][soflow_toolkit.flow_matching_loss]: the velocity read-out $v_\theta(x_t, t)$ regressed on the path's velocity
-  (or the guided target), with the adaptive weight $w = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}) + \epsilon)^p)$.
-- [`solution_consistency_loss`][soflow_toolkit.solution_consistency_loss]: the JVP-free consistency between $f_\theta(x_t, t, s)$ and the
-  stop-gradient target $f_\theta(x_l, l, s)$ one Euler step closer to $s$.
-
-Both take explicit noise and times so that they are deterministic; the combined training objective
-([`SoFlowLoss`][soflow_toolkit.SoFlowLoss]) draws them and evaluates the network fewer times. The
-`*_terms` functions compute the losses from network outputs already at hand (the objective uses them).
-With the wrapper's `check_inputs` on, the values of a call (data, noise, times, backbone outputs) are
-verified with one host synchronisation.
+[`flow_matching_loss`][soflow_toolkit.flow_matching_loss] and
+[`solution_consistency_loss`][soflow_toolkit.solution_consistency_loss] take explicit noise and times,
+so they are deterministic; [`SoFlowLoss`][soflow_toolkit.SoFlowLoss] draws them and evaluates the
+network fewer times, with the same arithmetic: the `*_terms` functions, which compute the losses from
+network outputs already at hand. With the wrapper's `check_inputs` on, the values of a call (data,
+noise, times, backbone outputs) are verified with one host synchronisation.
 """
 
 from __future__ import annotations
@@ -48,6 +44,12 @@ class LossOutput:
         weight: scalar, mean adaptive weight over the batch.
         per_sample_mse: `(B,)`, mean squared residual of each sample.
         per_sample_weight: `(B,)`, adaptive weight of each sample.
+
+    Examples:
+        >>> import torch
+        >>> out = flow_matching_terms(torch.ones(4, 2), torch.zeros(4, 2), torch.ones(4), p=1.0, eps=0.01)
+        >>> out.per_sample_mse.shape, round(float(out.weight), 4)
+        (torch.Size([4]), 0.9901)
     """
 
     loss: Tensor
@@ -80,6 +82,13 @@ def _per_sample_mean(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
+def _output(loss: Tensor, per_sample_mse: Tensor, weight: Tensor) -> LossOutput:
+    mse = per_sample_mse.detach()
+    return LossOutput(
+        loss=loss, mse=mse.mean(), weight=weight.mean(), per_sample_mse=mse, per_sample_weight=weight
+    )
+
+
 def flow_matching_terms(
     v_pred: Tensor, v_target: Tensor, db_ds: Tensor, *, p: float, eps: float
 ) -> LossOutput:
@@ -98,16 +107,16 @@ def flow_matching_terms(
 
     Returns:
         A [`LossOutput`][soflow_toolkit.LossOutput].
+
+    Examples:
+        >>> import torch
+        >>> out = flow_matching_terms(torch.ones(1, 2), torch.tensor([[0.0, 2.0]]), torch.ones(1), p=0.0, eps=0.01)
+        >>> float(out.mse), float(out.loss)
+        (1.0, 1.0)
     """
     per_sample_mse = _per_sample_mean((v_pred - v_target).pow(2))
     weight = adaptive_weight(per_sample_mse, p, eps) / db_ds.abs()
-    return LossOutput(
-        loss=(weight * per_sample_mse).mean(),
-        mse=per_sample_mse.detach().mean(),
-        weight=weight.mean(),
-        per_sample_mse=per_sample_mse.detach(),
-        per_sample_weight=weight,
-    )
+    return _output((weight * per_sample_mse).mean(), per_sample_mse, weight)
 
 
 def consistency_terms(
@@ -141,19 +150,21 @@ def consistency_terms(
 
     Returns:
         A [`LossOutput`][soflow_toolkit.LossOutput] whose `loss` is the surrogate.
+
+    Examples:
+        >>> import torch
+        >>> f_online, f_target = torch.ones(1, 2), torch.full((1, 2), 0.5)  # q = (1 - 0.5) / (1 - 0.5)
+        >>> t, l, b = torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([-1.0])
+        >>> out = consistency_terms(torch.ones(1, 2), f_online, f_target, t, l, b, p=0.0, eps=0.01)
+        >>> float(out.mse), float(out.loss)
+        (1.0, -1.0)
     """
     quotient = (f_online - f_target) / expand_like(t - l, f_online)
     per_sample_mse = _per_sample_mean(quotient.pow(2))
     weight = adaptive_weight(per_sample_mse, p, eps)
     scaled = (quotient * expand_like(weight, quotient)).detach()
     surrogate = torch.sign(b) * _per_sample_mean(backbone_output * scaled)
-    return LossOutput(
-        loss=surrogate.mean(),
-        mse=per_sample_mse.detach().mean(),
-        weight=weight.mean(),
-        per_sample_mse=per_sample_mse.detach(),
-        per_sample_weight=weight,
-    )
+    return _output(surrogate.mean(), per_sample_mse, weight)
 
 
 def _setup(

@@ -199,12 +199,10 @@ class SoFlowLoss:
             draw = self.draw(data, step=k, conditional=cond is not None, generator=generator)
         else:
             check_draw(draw, data, self.split(batch)[0], checks)
-        state = prepare_step(model, wrapper, data, draw, (cond, null_cond), self.config.guidance, checks)
+        state = prepare_step(model, wrapper, data, draw, cond, null_cond, self.config.guidance, checks)
         p, eps = self.config.p, self.config.eps
-        fm = sc = None
-        with explain_null_class(
-            null_cond if state.guidance is not None or state.drop_mask is not None else None
-        ):
+        sc = None
+        with explain_null_class(null_cond if state.uses_null_condition else None):
             guide = self._guidance_velocities(state)
             online, random_state = self._gradient_pass(state)
             fm = flow_matching_part(state, online, guide, p=p, eps=eps)

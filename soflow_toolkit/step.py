@@ -40,6 +40,15 @@ class SoFlowDraw:
         l: `(n_sc,)` consistency intermediate times.
         s: `(n_sc,)` consistency end times, with `s <= l < t`.
         drop_mask: `(B,)` bool, True = condition dropped, or None.
+
+    Examples:
+        >>> import torch
+        >>> from soflow_toolkit import SoFlowConfig, SoFlowLoss
+        >>> draw = SoFlowLoss(SoFlowConfig()).draw(torch.zeros(8, 2), generator=torch.Generator().manual_seed(0))
+        >>> draw.noise.shape, draw.t_fm.shape, draw.t.shape
+        (torch.Size([8, 2]), torch.Size([6]), torch.Size([2]))
+        >>> bool(((draw.s <= draw.l) & (draw.l < draw.t)).all())
+        True
     """
 
     noise: Tensor
@@ -63,6 +72,17 @@ class SoFlowOutput:
         step: the training step k used for this step.
         num_fm: number of flow matching samples n_fm.
         num_sc: number of consistency samples n_sc.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from soflow_toolkit import SoFlowConfig, SoFlowLoss, SolutionFlowWrapper
+        >>> class Net(nn.Linear):  # F(x, t, s) for 2-D points
+        ...     def forward(self, x, t, s):
+        ...         return super().forward(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> out = SoFlowLoss(SoFlowConfig())(SolutionFlowWrapper(Net(4, 2)), torch.randn(8, 2))
+        >>> sorted(out.metrics()), out.num_fm, out.num_sc
+        (['fm_mse', 'fm_weight', 'r', 'sc_mse', 'sc_weight', 'step'], 6, 2)
     """
 
     loss: Tensor
@@ -156,7 +176,13 @@ class Step:
 
     @property
     def num_sc(self) -> int:
+        """The number of consistency rows."""
         return self.t.shape[0] - self.num_fm
+
+    @property
+    def uses_null_condition(self) -> bool:
+        """Whether the null condition reaches the network (dropped conditions or guidance)."""
+        return self.guidance is not None or self.drop_mask is not None
 
 
 @dataclass(frozen=True)
@@ -172,12 +198,12 @@ def prepare_step(
     wrapper: SolutionFlowWrapper,
     data: Tensor,
     draw: SoFlowDraw,
-    conditions: tuple[Any, Any],
+    cond: Any,
+    null_cond: Any,
     guidance: GuidanceConfig,
     checks: ValueChecks,
 ) -> Step:
     """Noisy states, path velocities, the times of every row and the (dropped) conditions of a step."""
-    cond, null_cond = conditions
     guided = guidance if cond is not None and guidance.enabled else None
     mask = draw.drop_mask if cond is not None else None
     cond, uncond = prepare_conditions(

@@ -16,11 +16,13 @@
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import inspect
 import io
 import itertools
 import math
+import pickle
 import textwrap
 from typing import Any
 
@@ -133,6 +135,22 @@ def test_configs_are_frozen() -> None:
         config.p = 0.5  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.times.mean_s = 0.5  # type: ignore[misc]
+
+
+def test_config_copies_pickles_and_hashes() -> None:
+    """The deprecated-attribute hook must not interfere with copying, pickling or hashing."""
+    config = SoFlowConfig.imagenet(total_steps=10)
+    for copied in (copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert copied == config
+        assert hash(copied) == hash(config)
+    assert dataclasses.asdict(config)["curriculum"] == {
+        "kind": "exponent",
+        "r_init": 0.1,
+        "r_end": 0.002,
+        "total_steps": 10,
+    }
+    with pytest.raises(AttributeError, match="'SoFlowConfig' object has no attribute 'r_final'"):
+        config.r_final  # noqa: B018
 
 
 @pytest.mark.parametrize("cls", [SoFlowConfig, TimePriors, RatioSchedule])
