@@ -54,11 +54,21 @@ def test_the_api_reference_documents_objects() -> None:
     assert len(DOCUMENTED) > 30
 
 
+def _objects(identifier: str) -> list[tuple[str, Any]]:
+    """The documented object, or for a documented module its docstring and each name of `__all__`."""
+    obj = _resolve(identifier)
+    if not inspect.ismodule(obj):
+        return [(identifier, obj)]
+    members = [(f"{identifier}.{name}", getattr(obj, name)) for name in getattr(obj, "__all__", [])]
+    return [(identifier, obj)] + [(n, m) for n, m in members if inspect.isclass(m) or inspect.isfunction(m)]
+
+
 @pytest.mark.parametrize("identifier", DOCUMENTED)
 def test_docstrings_follow_the_convention(identifier: str) -> None:
-    obj = _resolve(identifier)
-    for member, doc in _docstrings(obj):
-        where = f"{identifier}.{member}" if member else identifier
-        assert not _ROLE.search(doc), f"{where}: use an autorefs link instead of a role"
-        assert not _SINGULAR_EXAMPLE.search(doc), f"{where}: name the section 'Examples:'"
-    assert "Examples:" in (inspect.getdoc(obj) or ""), f"{identifier} has no example"
+    for name, obj in _objects(identifier):
+        for member, doc in _docstrings(obj):
+            where = f"{name}.{member}" if member else name
+            assert not _ROLE.search(doc), f"{where}: use an autorefs link instead of a role"
+            assert not _SINGULAR_EXAMPLE.search(doc), f"{where}: name the section 'Examples:'"
+        if not inspect.ismodule(obj):
+            assert "Examples:" in (inspect.getdoc(obj) or ""), f"{name} has no example"
