@@ -30,8 +30,12 @@ def _documented() -> list[str]:
 
 
 def _resolve(identifier: str) -> Any:
-    module, _, name = identifier.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    """The object an identifier names: a module (`soflow_toolkit.fid`) or a name in a module."""
+    try:
+        return importlib.import_module(identifier)
+    except ModuleNotFoundError:
+        module, _, name = identifier.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
 def _docstrings(obj: Any) -> list[tuple[str, str]]:
