@@ -57,7 +57,7 @@ class Backbone(torch.nn.Module):
 
 torch.manual_seed(0)
 model = sf.SolutionFlowWrapper(Backbone())
-objective = sf.SoFlowLoss(sf.SoFlowConfig(total_steps=5))
+objective = sf.SoFlowLoss(sf.SoFlowConfig().with_total_steps(5))
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 generator = torch.Generator().manual_seed(0)
 for step in range(5):

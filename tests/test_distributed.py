@@ -124,7 +124,7 @@ def train_ddp(steps: int, fail_at: int | None = None, keep: list | None = None) 
     model = sf.SolutionFlowWrapper(TwoTimeMLP())
     ddp = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=1e-2)
-    objective = sf.SoFlowLoss(sf.SoFlowConfig(total_steps=steps))
+    objective = sf.SoFlowLoss(sf.SoFlowConfig().with_total_steps(steps))
     for step in range(steps):
         out = objective(ddp, torch.randn(8, 2, generator=generator), generator=generator)
         optimizer.zero_grad()
