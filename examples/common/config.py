@@ -13,6 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from soflow_toolkit import GuidanceConfig, SoFlowConfig
 
 
@@ -35,6 +37,19 @@ def training_parser(description: str | None, *, data_help: str) -> argparse.Argu
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
     p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="TF32 matmuls (CUDA)")
+    p.add_argument(
+        "--init-official",
+        metavar="SOURCE",
+        help="start from an official checkpoint: a run folder, a ckpts/<step>.pt or hf:<owner>/<repo>/<run>",
+    )
+    p.add_argument("--official-step", type=int, help="the step of the official checkpoint (default: newest)")
+    p.add_argument(
+        "--continue-official",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue the official run (raw weights, optimizer, step) instead of fine-tuning its EMA",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,20 +59,46 @@ def training_parser(description: str | None, *, data_help: str) -> argparse.Argu
 def sampling_parser(description: str | None, *, fid_ref_help: str) -> argparse.ArgumentParser:
     """The flags both sampling scripts share (`--num-samples`/`--batch-size` default to None)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--ckpt", type=Path, help="a run folder of this example (latest checkpoint) or a ckpt-*.pt"
+    )
+    source.add_argument(
+        "--official",
+        metavar="SOURCE",
+        help="an official checkpoint: a run folder, a ckpts/<step>.pt or hf:<owner>/<repo>/<run>",
+    )
+    p.add_argument(
+        "--official-step", type=int, help="with --official: the checkpoint's step (default: newest)"
+    )
     p.add_argument("--out", type=Path, required=True, help="the .npz to write")
     p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
     p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
     p.add_argument("--num-samples", type=int, help="number of images (default 50000)")
     p.add_argument("--batch-size", type=int, help="images per rank per forward pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
     p.add_argument("--fid-ref", type=Path, help=fid_ref_help)
     p.add_argument("--fid-weights", type=Path, help="local Inception weights file for the FID (offline use)")
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (the official inference runs in float32)"
+    )
+    p.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TF32 matmuls on CUDA (official: on)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="a few samples in small batches")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor cores for CUDA matmuls and convolutions, as the official scripts enable them."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def run_config(args: argparse.Namespace, defaults: Mapping[str, Any], smoke_file: Path) -> dict[str, Any]:
