@@ -24,7 +24,7 @@ import official_runs
 import pytest
 import torch
 
-from soflow_toolkit import SoFlowConfig, SoFlowLoss, fid
+from soflow_toolkit import SoFlowConfig, SoFlowLoss, SolutionFlowWrapper, fid
 from soflow_toolkit import sample as soflow_sample
 from soflow_toolkit.augment import AugmentPipe
 from soflow_toolkit.fid import class_labels
@@ -958,3 +958,49 @@ def test_cifar10_init_official_with_augmentation(tiny_official, cifar_root, tmp_
     tuned_state = ckpt(tuned, 2)["model"]
     key = "backbone.augment_embed.weight"
     assert not torch.equal(tuned_state[key], ema[key])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The committed figures of docs/reproduce.md are what the scripts compute
+
+
+def test_compute_budget_json_is_what_the_script_counts():
+    budget = common("compute_budget")
+    stored = json.loads((EXAMPLES / "common" / "compute_budget.json").read_text())
+    throughput = stored["assumed_tflops_per_gpu"] * 1e12
+    with torch.device("meta"):
+        model = SolutionFlowWrapper(DiT.from_size("B/4"))
+        x, labels = torch.randn(32, 4, 32, 32), torch.randint(0, 1000, (32,))
+    model.check_inputs = False
+    row = stored["runs"]["DiT-B/4"]
+    forward = budget.network_flops(model, x[:2], labels[:2])
+    assert forward / 1e9 == row["forward_gflops_per_image"]
+    train = budget.step_flops(model, SoFlowConfig.imagenet(total_steps=400_000), x, labels, 1000)
+    assert train / 1e9 == row["train_step_gflops_per_image"]
+    # 1.25 guidance + 3 with gradient (no input gradient of the first layer) + 0.25 target passes
+    assert row["train_step_over_forward"] == pytest.approx(4.5, rel=1e-3)
+    assert row["params"] == sum(p.numel() for p in model.parameters())
+    for name, run in stored["runs"].items():
+        total = run["train_step_gflops_per_image"] * 1e9 * run["batch"] * run["steps"]
+        assert run["train_exaflops"] == pytest.approx(total / 1e18, rel=1e-12), name
+        assert run["train_gpu_hours"] == pytest.approx(total / throughput / 3600, rel=1e-12), name
+        decode = stored["vae_flops"]["decode_per_image"] if name.startswith("DiT") else 0.0
+        for nfe, minutes in run["fid50k_sampling_gpu_minutes"].items():
+            flops = 50_000 * (int(nfe) * run["forward_gflops_per_image"] * 1e9 + decode)
+            assert minutes == pytest.approx(flops / throughput / 60, rel=1e-12), (name, nfe)
+    assert stored["runs"]["UNet"]["train_step_over_forward"] == pytest.approx(4.0, rel=1e-3)
+
+
+def test_parity_report_json_is_what_the_script_measures():
+    report = common("parity_report")
+    stored = json.loads((EXAMPLES / "common" / "parity_report.json").read_text())
+    for measured, saved in zip(report.network_parity(), stored["networks"], strict=True):
+        assert measured["case"] == saved["case"]
+        for key in ("solution_relative_error", "velocity_relative_error"):
+            assert measured[key] == pytest.approx(saved[key], rel=0.5, abs=1e-7), (saved["case"], key)
+            assert measured[key] < 1e-5
+    for measured, saved in zip(report.augment_parity(), stored["augmentation"], strict=True):
+        assert measured["labels_bit_identical"] is saved["labels_bit_identical"] is True
+        assert measured["max_abs_image_difference"] == pytest.approx(
+            saved["max_abs_image_difference"], rel=0.5, abs=1e-7
+        )
