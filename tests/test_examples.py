@@ -286,6 +286,8 @@ def test_configs_hold_every_setting_of_the_official_recipe(example, name):
     assert config["tf32"] is True  # float32 with TF32 matmuls
     assert config["bf16"] is False
     assert config["hflip"] is False  # ImageNet: no flips; CIFAR-10: flips come from the augmentation
+    # ckpt_saving_steps, logging_steps and eval_demo_steps (the sample grids)
+    assert (config["ckpt_every"], config["log_every"], config["sample_every"]) == (25_000, 100, 1_000)
     if example == "cifar10":
         assert config["ema_every"] == 16  # the average moves by 0.9999 ** 16 every 16 steps
         assert config["augment"] == {}
@@ -753,11 +755,16 @@ def test_cifar10_flag_errors(tmp_path):
     args = ["--smoke", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
     with pytest.raises(ValueError, match=r"the augmentation already mirrors images \(x-flip\)"):
         train.main([*args, "--hflip"])
-    with pytest.raises(ValueError, match="--continue-official continues the official run given by"):
-        train.main([*args, "--continue-official"])
+    for flags in (["--continue-official"], ["--official-step", "5"]):
+        with pytest.raises(
+            ValueError, match="--continue-official and --official-step go with --init-official"
+        ):
+            train.main([*args, *flags])
     sample = load("cifar10", "sample")
     with pytest.raises(SystemExit):  # --ckpt and --official exclude each other
         sample.parse_args(["--ckpt", "a", "--official", "b", "--out", "c.npz"])
+    with pytest.raises(SystemExit):
+        sample.parse_args(["--ckpt", "a", "--official-step", "3", "--out", "c.npz"])
 
 
 def test_augment_batch_feeds_the_labels_to_the_unet():

@@ -44,6 +44,8 @@ from soflow_toolkit.models import UNet
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = sampling_parser(__doc__, fid_ref_help="CIFAR-10 batches folder or an .npz of real uint8 images")
     args = p.parse_args(argv)
+    if args.official_step is not None and args.official is None:
+        p.error("--official-step goes with --official")
     args.num_samples = args.num_samples or (16 if args.smoke else 50_000)
     args.batch_size = args.batch_size or (8 if args.smoke else 125)
     return args

@@ -1,6 +1,6 @@
 """Compute budget of the paper's runs: FLOPs counted on the meta device, times at an assumed throughput.
 
-    python examples/common/compute_budget.py --out examples/common/compute_budget.json
+    python compute_budget.py --out compute_budget.json
 
 For each published configuration (ImageNet 256 DiT B/4, B/2, M/2, L/2, XL/2 and the CIFAR-10 UNet)
 `torch.utils.flop_counter.FlopCounterMode` counts, on the meta device (shapes only: nothing is
@@ -16,7 +16,7 @@ computed, no weights are needed), the FLOPs of
 
 The counter counts matrix products, convolutions and attention (2 FLOPs per multiply-add); it leaves
 out element-wise work (normalisation, activations, the optimizer), so real runs take longer than
-FLOPs / throughput. Times are FLOPs divided by `--tflops` (default 200 TFLOP/s sustained per GPU, an
+FLOPs / throughput. Times are FLOPs divided by `--tflops` (default 100 TFLOP/s sustained per GPU, an
 assumption stated in the output, not a measurement). The whole script runs on a CPU in about a minute.
 """
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tflops", type=float, default=200.0, help="assumed sustained TFLOP/s per GPU")
+    parser.add_argument("--tflops", type=float, default=100.0, help="assumed sustained TFLOP/s per GPU")
     parser.add_argument("--out", type=Path, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.tflops <= 0:

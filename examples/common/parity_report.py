@@ -1,6 +1,6 @@
 """How closely this package reproduces the official networks and augmentation, from the test vectors.
 
-    python examples/common/parity_report.py --out examples/common/parity_report.json
+    python parity_report.py --out parity_report.json
 
 Reads the committed outputs of the official code (`tests/data/official_networks.pt`: tiny official
 DiTs and UNet with random weights; `tests/data/edm_augment_official.pt`: the official augmentation;

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"VAE (default: the one that encoded the training latents; {DEFAULT_VAE} for --official)",
     )
     args = p.parse_args(argv)
+    if args.official_step is not None and args.official is None:
+        p.error("--official-step goes with --official")
     args.num_samples = args.num_samples or (8 if args.smoke else 50_000)
     args.batch_size = args.batch_size or (4 if args.smoke else 125)
     return args

@@ -143,6 +143,10 @@ def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStar
     if not config["init_official"]:
         return None
     if resumed_network(config, NETWORK_KEYS):
+        if info.is_main:
+            print(
+                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
+            )
         return None
     found = locate(config["init_official"], config["official_step"], info)
     net = official_network(found)
@@ -176,8 +180,8 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         image_size=dataset.info["image_size"],
     )
     config["vae"] = config["vae"] or dataset.info["vae"]
-    if config["continue_official"] and not config["init_official"]:
-        raise ValueError("--continue-official continues the official run given by --init-official SOURCE")
+    if not config["init_official"] and (config["continue_official"] or config["official_step"] is not None):
+        raise ValueError("--continue-official and --official-step go with --init-official SOURCE")
     official = use_official_network(config, info)
     set_tf32(config["tf32"])
     if config["global_batch"] % info.world_size:
