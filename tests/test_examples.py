@@ -256,33 +256,34 @@ def test_configs_hold_every_setting_of_the_official_recipe(example, name):
     config = {**train.DEFAULTS, **json.loads((EXAMPLES / example / "configs" / f"{name}.json").read_text())}
     assert config == {**train.DEFAULTS, **config}  # the file only sets known keys
     soflow = config_module.soflow_config(example, config["steps"], config["soflow"])
-    guidance = soflow.guidance
+    guidance, times, curriculum = soflow.guidance, soflow.times, soflow.curriculum
     ours = {
         "noising_type": config["path"],
         "coefficient_type": config["parametrization"],
         "velocity_loss_ratio": soflow.fm_fraction,
         "p": soflow.p,
         "eps": soflow.eps,
-        "time_mean": (soflow.fm_time_mean, soflow.s_time_mean, soflow.t_time_mean),
-        "time_std": (soflow.fm_time_std, soflow.s_time_std, soflow.t_time_std),
+        "time_mean": (times.mean_fm, times.mean_s, times.mean_t),
+        "time_std": (times.std_fm, times.std_s, times.std_t),
         "cfg_scale": guidance.scale,
         "mix_ratio": guidance.mix_ratio,
         "cfg_drop_rate": guidance.drop_rate,
         "cfg_decay_time": guidance.decay_time,
-        "l_schedule": soflow.schedule,
-        "l_init_ratio": soflow.r_init,
-        "l_end_ratio": soflow.r_end,
+        "l_schedule": curriculum.kind,
+        "l_init_ratio": curriculum.r_init,
+        "l_end_ratio": curriculum.r_end,
         "ema_decay_rate": config["ema_decay"],
         "learning_rate": config["lr"],
         "betas": tuple(config["betas"]),
         "weight_decay": config["weight_decay"],
         "batch_size": config["global_batch"],
         "seed": config["seed"],
-        "total_steps": config["steps"],
+        "total_steps": curriculum.total_steps,
     }
+    assert curriculum.total_steps == config["steps"]
     expected = {"total_steps": OFFICIAL_STEPS.get(name), **official}
     assert ours == expected
-    assert soflow.min_time_gap == 1e-4  # train.py: t >= 1e-4, s <= t - 1e-4, l <= t - 1e-4
+    assert times.min_gap == 1e-4  # train.py: t >= 1e-4, s <= t - 1e-4, l <= t - 1e-4
     assert config["tf32"] is True  # float32 with TF32 matmuls
     assert config["bf16"] is False
     assert config["hflip"] is False  # ImageNet: no flips; CIFAR-10: flips come from the augmentation
@@ -374,7 +375,21 @@ def test_config_precedence_and_errors(tmp_path):
     soflow = config.soflow_config("imagenet", 123, {"guidance": {"scale": 1.0}})
     assert soflow.curriculum.total_steps == 123
     assert soflow.guidance.scale == 1.0
+    assert soflow.guidance.drop_rate == 0.1  # a nested dict changes only the fields it names
     assert soflow.fm_fraction == 0.75
+    const = config.soflow_config("cifar10", 50, {"curriculum": {"kind": "const"}, "p": 1.0})
+    assert (const.curriculum.kind, const.curriculum.r_end, const.curriculum(0)) == (
+        "const",
+        0.0003125,
+        0.0003125,
+    )
+    assert (const.p, const.eps) == (1.0, 1e-3)
+    with pytest.raises(ValueError, match=r"unknown SoFlowConfig fields \['schedule'\]"):
+        config.soflow_config("cifar10", 50, {"schedule": "const"})
+    with pytest.raises(ValueError, match=r"unknown RatioSchedule fields \['type'\] in 'soflow.curriculum'"):
+        config.soflow_config("cifar10", 50, {"curriculum": {"type": "const"}})
+    with pytest.raises(ValueError, match=r"'soflow\.times' must be a dict of TimePriors fields"):
+        config.soflow_config("cifar10", 50, {"times": 0.5})
 
 
 def test_cifar_batches_are_read_from_local_pickles(tmp_path):

@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "ema_decay": 0.9999,  # per step; the average moves by ema_decay ** ema_every every ema_every steps
     "ema_every": 16,
-    "soflow": {},  # overrides of SoFlowConfig.cifar10() fields
+    "soflow": {},  # overrides of SoFlowConfig.cifar10(), e.g. {"curriculum": {"kind": "const"}}
     "hflip": False,  # extra random flips; the augmentation already mirrors half the images
     "seed": 42,
     "bf16": False,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from soflow_toolkit import GuidanceConfig, SoFlowConfig
+from soflow_toolkit import SoFlowConfig
 
 
 def training_parser(description: str | None, *, data_help: str) -> argparse.ArgumentParser:
@@ -126,13 +126,31 @@ def merge_config(defaults: Mapping[str, Any], path: Path | None, args: argparse.
 
 
 def soflow_config(preset: str, total_steps: int, overrides: Mapping[str, Any]) -> SoFlowConfig:
-    """`SoFlowConfig.<preset>(total_steps=..., **overrides)`; a `guidance` dict becomes a GuidanceConfig."""
+    """`SoFlowConfig.<preset>(total_steps=...)` with the run config's `soflow` overrides.
+
+    Top-level fields (`fm_fraction`, `p`, `eps`) are replaced; a dict for a nested setting (`times`,
+    `curriculum`, `guidance`) changes only the fields it names, e.g. `{"curriculum": {"kind": "const"}}`
+    keeps the preset's `r_end`. The curriculum always runs over `total_steps` (the run's `steps`).
+    """
+    base = {"imagenet": SoFlowConfig.imagenet, "cifar10": SoFlowConfig.cifar10}[preset]()
     known = {f.name for f in fields(SoFlowConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown SoFlowConfig fields {unknown}; known: {sorted(known)}")
-    kwargs = dict(overrides)
-    if isinstance(kwargs.get("guidance"), Mapping):
-        kwargs["guidance"] = GuidanceConfig(**kwargs["guidance"])
-    factory = {"imagenet": SoFlowConfig.imagenet, "cifar10": SoFlowConfig.cifar10}[preset]
-    return factory(**{"total_steps": total_steps, **kwargs})
+    changes: dict[str, Any] = {}
+    for name, value in overrides.items():
+        nested = getattr(base, name)
+        if is_dataclass(nested):
+            if not isinstance(value, Mapping):
+                raise ValueError(
+                    f"'soflow.{name}' must be a dict of {type(nested).__name__} fields; got {value!r}"
+                )
+            inner = {f.name for f in fields(nested)}
+            bad = sorted(set(value) - inner)
+            if bad:
+                raise ValueError(
+                    f"unknown {type(nested).__name__} fields {bad} in 'soflow.{name}'; known: {sorted(inner)}"
+                )
+            value = replace(nested, **value)
+        changes[name] = value
+    return replace(base, **changes).with_total_steps(total_steps)

@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "betas": [0.9, 0.99],
     "weight_decay": 0.0,
     "ema_decay": 0.9999,
-    "soflow": {},  # overrides of SoFlowConfig.imagenet() fields, e.g. {"guidance": {"scale": 1.0}}
+    "soflow": {},  # overrides of SoFlowConfig.imagenet(), e.g. {"curriculum": {"kind": "const"}}
     "hflip": False,  # the official pipeline does not flip (latents of centre crops, used as they are)
     "seed": 42,
     "bf16": False,
