@@ -23,9 +23,10 @@ import torch
 import yaml
 from torch import nn
 
-from soflow_toolkit import SolutionFlowWrapper, pretrained
+from soflow_toolkit import SolutionFlowWrapper
 from soflow_toolkit.models import UNetConfig
 from soflow_toolkit.pretrained import build_official, official_key_map, to_official_state_dict
+from soflow_toolkit.pretrained import networks as pretrained_networks
 
 TINY_UNET = UNetConfig(
     image_size=16, model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,)
@@ -40,10 +41,10 @@ def register_tiny_networks(
 ) -> None:
     """Register the DiT "T/4" as the official type `DiT-T-4`, `unet` as the official UNet (its image size
     and channels come from each config) and `datasets` (`{dataset_type: (channels, classes)}`)."""
-    monkeypatch.setitem(pretrained._DIT_TYPES, "DiT-T-4", "T/4")
-    monkeypatch.setattr(pretrained, "_UNET_TEMPLATE", unet)
+    monkeypatch.setitem(pretrained_networks._DIT_TYPES, "DiT-T-4", "T/4")
+    monkeypatch.setattr(pretrained_networks, "_UNET_TEMPLATE", unet)
     for name, value in (datasets or {}).items():
-        monkeypatch.setitem(pretrained._DATASETS, name, value)
+        monkeypatch.setitem(pretrained_networks._DATASETS, name, value)
 
 
 def randomize(module: nn.Module, seed: int) -> nn.Module:

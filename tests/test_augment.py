@@ -29,8 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
 
-from soflow_toolkit import augment as augment_module
 from soflow_toolkit.augment import AUGMENT_DIM, AugmentParams, AugmentPipe, warp_affine
+from soflow_toolkit.augment import warp as augment_warp
 
 VECTORS = Path(__file__).parent / "data" / "edm_augment_official.pt"
 OFFICIAL_NAMES = {"translate_frac": "translate"}
@@ -58,7 +58,7 @@ def only(**multipliers: float) -> AugmentPipe:
 
 
 def test_filter_is_an_orthonormal_wavelet_lowpass():
-    h = np.asarray(augment_module._SYM6)
+    h = np.asarray(augment_warp._SYM6)
     assert math.isclose(h.sum(), math.sqrt(2), rel_tol=1e-14)
     assert math.isclose(h[0::2].sum(), 1 / math.sqrt(2), rel_tol=1e-10)  # the published taps carry ~12 digits
     for shift in range(len(h) // 2):
@@ -273,8 +273,8 @@ def _vector_cases() -> list[dict]:
 def test_matches_the_official_pipeline(case, taps, monkeypatch):
     dtype = getattr(torch, case["dtype"])
     if taps == "float32":  # EDM keeps its filter taps in float32, also when it runs in float64
-        rounded = tuple(float(v) for v in np.asarray(augment_module._SYM6, dtype=np.float32))
-        monkeypatch.setattr(augment_module, "_SYM6", rounded)
+        rounded = tuple(float(v) for v in np.asarray(augment_warp._SYM6, dtype=np.float32))
+        monkeypatch.setattr(augment_warp, "_SYM6", rounded)
     seed = case["seed"]
     images = torch.randn(*case["shape"], generator=torch.Generator().manual_seed(1000 + seed), dtype=dtype)
     images = images.clamp(-1, 1)
