@@ -31,7 +31,7 @@ from soflow_toolkit.models import (
     sinusoidal_embedding,
 )
 from soflow_toolkit.models.dit import Attention, DiTBlock
-from soflow_toolkit.models.unet import Resample
+from soflow_toolkit.models.unet_blocks import Resample
 
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "official_keys.json").read_text())["models"]
 TINY_UNET = UNetConfig(

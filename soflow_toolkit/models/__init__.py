@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .dit import DIT_SIZES, DiT, DiTConfig
 from .embeddings import grid_positions_2d, sinusoidal_embedding
-from .unet import UNet, UNetBlock, UNetConfig
+from .unet import UNet, UNetConfig
+from .unet_blocks import UNetBlock
 
 __all__ = [
     "DIT_SIZES",
