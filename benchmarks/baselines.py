@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from soflow_toolkit import call_backbone, drop_condition, logit_normal_times
+from soflow_toolkit import drop_condition, logit_normal_times
+from soflow_toolkit.wrapper import call_backbone
 
 
 def _expand(t: Tensor, x: Tensor) -> Tensor:

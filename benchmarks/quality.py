@@ -52,6 +52,7 @@ from soflow_toolkit import (
     SoFlowConfig,
     SoFlowLoss,
     SolutionFlowWrapper,
+    TimePriors,
     euler_sample,
     flow_matching_loss,
     sample,
@@ -300,7 +301,7 @@ def toy_metrics(points: Tensor, reference: Tensor, setup: Setup) -> dict[str, fl
 
 
 def toy_losses(config: SoFlowConfig, steps: int) -> dict[str, LossFn]:
-    return {"FM": fm_loss(), "SoFlow": soflow_loss(replace(config, total_steps=steps)), "MeanFlow": mf_loss()}
+    return {"FM": fm_loss(), "SoFlow": soflow_loss(config.with_total_steps(steps)), "MeanFlow": mf_loss()}
 
 
 def toy_batches(name: str, batch: int) -> Callable[[torch.Generator], tuple[Tensor, Tensor | None]]:
@@ -616,7 +617,7 @@ def digit_losses(config: SoFlowConfig, steps: int) -> dict[str, LossFn]:
     guidance = digits_guidance()
     return {
         "FM": fm_loss(guidance, NULL_CLASS),
-        "SoFlow": soflow_loss(replace(config, total_steps=steps, guidance=guidance), NULL_CLASS),
+        "SoFlow": soflow_loss(replace(config.with_total_steps(steps), guidance=guidance), NULL_CLASS),
         "MeanFlow": mf_loss(guidance.scale, guidance.drop_rate, NULL_CLASS),
     }
 
@@ -741,23 +742,23 @@ def _pm(values: Sequence[float], digits: int) -> str:
 # ------------------------------------------------------------------------------------------------
 # The ring study: which settings make one-step quality worse in 2-D, and which close the gap
 
-IMAGENET_TIMES = {"fm_time_mean": -0.2, "fm_time_std": 1.0, "s_time_mean": -1.0, "s_time_std": 0.8}
+IMAGENET_TIMES = TimePriors()  # the ImageNet recipe: mu = (-0.2, -1.0, 0.2), sigma = (1.0, 0.8, 0.8)
 ABLATION: list[tuple[str, SoFlowConfig | None]] = [
     ("FM, 100 Euler steps (reference)", None),
     ("CIFAR-10 recipe (plain transcription)", CIFAR10),
     ("ImageNet recipe, no guidance", SoFlowConfig()),
     ("CIFAR-10 + fm_fraction 0.5", replace(CIFAR10, fm_fraction=0.5)),
     ("CIFAR-10 + p = 1, eps = 1", replace(CIFAR10, p=1.0, eps=1.0)),
-    ("CIFAR-10 + t ~ LN(0.8, 1.6)", replace(CIFAR10, t_time_mean=0.8)),
+    ("CIFAR-10 + t ~ LN(0.8, 1.6)", replace(CIFAR10, times=replace(CIFAR10.times, mean_t=0.8))),
     ("low-dim preset (CIFAR-10 + r: 0.2 → 0.01)", LOWDIM),
-    ("preset + r: 0.5 → 0.01", replace(LOWDIM, r_init=0.5)),
-    ("preset + r: 0.2 → 0.002", replace(LOWDIM, r_end=0.002)),
+    ("preset + r: 0.5 → 0.01", replace(LOWDIM, curriculum=replace(LOWDIM.curriculum, r_init=0.5))),
+    ("preset + r: 0.2 → 0.002", replace(LOWDIM, curriculum=replace(LOWDIM.curriculum, r_end=0.002))),
     ("preset + fm_fraction 0.5", replace(LOWDIM, fm_fraction=0.5)),
     ("preset + fm_fraction 0.75", replace(LOWDIM, fm_fraction=0.75)),
     ("preset + p = 1, eps = 1", replace(LOWDIM, p=1.0, eps=1.0)),
     ("preset + p = 1, eps = 10", replace(LOWDIM, p=1.0, eps=10.0)),
     ("preset + p = 0 (plain MSE)", replace(LOWDIM, p=0.0)),
-    ("preset + ImageNet time priors", replace(LOWDIM, **IMAGENET_TIMES, t_time_mean=0.2, t_time_std=0.8)),
+    ("preset + ImageNet time priors", replace(LOWDIM, times=IMAGENET_TIMES)),
 ]
 RING_RADIUS, RING_STD, RING_MODES = 2.0, 0.1, 6
 
@@ -781,7 +782,7 @@ def ablation_task(index: int, seed: int, setup: Setup) -> dict[str, Any]:
         points = {"1 NFE": euler_sample(models[setup.steps], noise, steps=100)}
         floor = toy_metrics(second, reference, setup) | {"off_mode": off_mode_share(second)}
     else:
-        loss_fn = soflow_loss(replace(config, total_steps=setup.steps))
+        loss_fn = soflow_loss(config.with_total_steps(setup.steps))
         models, _ = train(new_model(setup, seed), loss_fn, batches, setup, [setup.steps], seed)
         model = models[setup.steps]
         points = {"1 NFE": sample(model, noise), "2 NFE": sample(model, noise, steps=2, generator=g)}
@@ -799,7 +800,7 @@ def run_ablation(setup: Setup, progress: Any, jobs: int, threads: int) -> dict[s
     configs = {
         name: None
         if config is None
-        else {k: v for k, v in asdict(config).items() if k not in ("guidance", "total_steps")}
+        else {k: v for k, v in asdict(config.with_total_steps(setup.steps)).items() if k != "guidance"}
         for name, config in ABLATION
     }
     return {"rows": rows, "configs": configs}

@@ -226,7 +226,7 @@ class Bench:
 
         # Flow matching part.
         d, n, y = data[:num_fm], noise[:num_fm], labels[:num_fm]
-        t = _logit_normal(num_fm, cfg.fm_time_mean, cfg.fm_time_std, data, self.generator)
+        t = _logit_normal(num_fm, cfg.times.mean_fm, cfg.times.std_fm, data, self.generator)
         x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
         v = n - d
         pred = net(x_t, t, t, y)
@@ -239,11 +239,11 @@ class Bench:
         # Solution consistency part.
         num_sc = batch - num_fm
         d, n, y = data[num_fm:], noise[num_fm:], labels[num_fm:]
-        s_raw = _logit_normal(num_sc, cfg.s_time_mean, cfg.s_time_std, data, self.generator)
-        t_raw = _logit_normal(num_sc, cfg.t_time_mean, cfg.t_time_std, data, self.generator)
+        s_raw = _logit_normal(num_sc, cfg.times.mean_s, cfg.times.std_s, data, self.generator)
+        t_raw = _logit_normal(num_sc, cfg.times.mean_t, cfg.times.std_t, data, self.generator)
         t = t_raw.clamp_min(1e-4)
         s = torch.minimum(s_raw, t - 1e-4)
-        r = cfg.ratio_schedule(0)
+        r = cfg.curriculum(0)
         l = torch.minimum(t + (s - t) * r, t - 1e-4)
         x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
         v = n - d

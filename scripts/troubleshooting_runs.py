@@ -63,12 +63,24 @@ Probe = Callable[[nn.Module], dict[str, float]]
 # Probes
 
 
+def constant_curriculum(config: sf.SoFlowConfig, r: float) -> sf.RatioSchedule:
+    """The config's curriculum held at the ratio `r` for every step."""
+    return dataclasses.replace(config.curriculum, kind="const", r_end=r)
+
+
+def ending_at(config: sf.SoFlowConfig, r_end: float) -> sf.SoFlowConfig:
+    """The config with its curriculum ending at `r_end`."""
+    return dataclasses.replace(config, curriculum=dataclasses.replace(config.curriculum, r_end=r_end))
+
+
 def consistency_probe(config: sf.SoFlowConfig, data: Tensor, ratios: tuple[float, ...]) -> Probe:
     """`sc_mse` at fixed curriculum ratios, on fixed data, noise and times (the same for every call)."""
     draws = {}
     for r in ratios:
         fixed = sf.SoFlowLoss(
-            dataclasses.replace(config, schedule="const", r_end=r, guidance=sf.GuidanceConfig())
+            dataclasses.replace(
+                config, curriculum=constant_curriculum(config, r), guidance=sf.GuidanceConfig()
+            )
         )
         draws[r] = (fixed, fixed.draw(data, step=0, generator=torch.Generator().manual_seed(7)))
 
@@ -123,7 +135,7 @@ def gaussian_exact_metrics(
     $q = \sigma_s\,(A_t - A_l)/(t - l)$ with $A_\tau = ((1 - \tau)\sigma e + \tau n)/\sigma_\tau$. Their mean
     squares per element are averaged over the objective's own draws of times.
     """
-    objective = sf.SoFlowLoss(dataclasses.replace(config, schedule="const", r_end=r))
+    objective = sf.SoFlowLoss(dataclasses.replace(config, curriculum=constant_curriculum(config, r)))
     draw = objective.draw(
         torch.zeros(n, 1, dtype=torch.float64), step=0, generator=torch.Generator().manual_seed(3)
     )
@@ -172,9 +184,9 @@ class TwoLayer(nn.Module):
 
 def run_gaussian(steps: int, every: int) -> dict[str, Any]:
     sigma, mean = 0.5, torch.tensor([2.0, -1.0])
-    config = sf.SoFlowConfig(total_steps=steps)
+    config = sf.SoFlowConfig().with_total_steps(steps)
     probe_data = torch.randn(2048, 2, generator=torch.Generator().manual_seed(5)) * sigma + mean
-    fixed_r = config.r_end
+    fixed_r = config.curriculum.r_end
     torch.manual_seed(0)
     model = sf.SolutionFlowWrapper(TwoLayer())
     _, history = docs_runs.train(
@@ -308,9 +320,12 @@ def count_graphs(steps: int) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     cases = {
         "lowdim, batch 256": (sf.SoFlowConfig.lowdim(total_steps=100), [256] * steps),
-        "default config (75 % flow matching), batch 256": (sf.SoFlowConfig(total_steps=100), [256] * steps),
+        "default config (75 % flow matching), batch 256": (
+            sf.SoFlowConfig().with_total_steps(100),
+            [256] * steps,
+        ),
         "default config, batch 256 then a last batch of 200": (
-            sf.SoFlowConfig(total_steps=100),
+            sf.SoFlowConfig().with_total_steps(100),
             [256] * (steps - 1) + [200],
         ),
     }
@@ -623,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
         "total_steps": {"config": lowdim()},
         "scale10": {"scale": 10.0},
         "scale0.1": {"scale": 0.1},
-        "float32_rend1e-4": {"config": lowdim(total_steps=short, r_end=1e-4)},
-        "bf16_rend1e-4": {"config": lowdim(total_steps=short, r_end=1e-4), "autocast": torch.bfloat16},
+        "float32_rend1e-4": {"config": ending_at(lowdim(total_steps=short), 1e-4)},
+        "bf16_rend1e-4": {"config": ending_at(lowdim(total_steps=short), 1e-4), "autocast": torch.bfloat16},
     }
     for key, kwargs in cases.items():
         log(f"failure: {key}")

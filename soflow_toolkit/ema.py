@@ -1,7 +1,7 @@
 r"""Exponential moving average of model weights, as used by the official recipes.
 
 $\bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta$ every `every` calls of
-:meth:`EMA.update`, optionally kept in a wider dtype (the CIFAR-10 recipe keeps float64 averages and
+[`EMA.update`][soflow_toolkit.EMA.update], optionally kept in a wider dtype (the CIFAR-10 recipe keeps float64 averages and
 updates every 16 steps; ImageNet updates every step in the parameters' dtype).
 """
 
@@ -31,16 +31,16 @@ class EMA:
     r"""Exponential moving average of a model's floating parameters and buffers.
 
     $\bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta$ on every `every`-th call of
-    :meth:`update` (the first average is the initial weights).
+    [`update`][soflow_toolkit.EMA.update] (the first average is the initial weights).
 
     Args:
-        model: the model to average (a :class:`~soflow_toolkit.SolutionFlowWrapper`, possibly inside
+        model: the model to average (a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper], possibly inside
             DDP or `torch.compile`, or any module).
         decay: $\gamma \in [0, 1)$.
         every: apply the update on every `every`-th call (1 = every step).
         dtype: dtype of the averages (e.g. `torch.float64`); default: each tensor's own dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Linear(2, 2)
@@ -103,7 +103,7 @@ class EMA:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what [`state_dict`][soflow_toolkit.EMA.state_dict] saved."""
         shadow = state["shadow"]
         if shadow.keys() != self.shadow.keys():
             raise ValueError("the saved EMA holds different parameter names than this EMA")
