@@ -43,7 +43,7 @@ def package_version() -> str:
     """`__version__` of soflow_toolkit, read from the source."""
     match = _VERSION.search((ROOT / "soflow_toolkit" / "__init__.py").read_text(encoding="utf-8"))
     if match is None:
-        raise ValueError("soflow_toolkit/__init__.py has no line __version__ = \"X.Y.Z\"")
+        raise ValueError('soflow_toolkit/__init__.py has no line __version__ = "X.Y.Z"')
     return match["version"]
 
 
