@@ -424,8 +424,12 @@ def plot_failures(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
-    ax = axes[0]
+    # Two panels above, the bar chart of every failure below at full width, so that the labels stay
+    # readable at the width of the page's column.
+    fig = plt.figure(figsize=(10, 8), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    axes = dict(zip("ab", top.subplots(1, 2), strict=True)) | {"c": bottom.subplots()}
+    ax = axes["a"]
     for key, label in (("baseline", "baseline"), ("p2", "p = 2"), ("lr1", "learning rate 1.0")):
         h = result["failures"][key]["history"]
         ax.semilogy(h["steps"], h["sc_mse"], label=label)
@@ -433,7 +437,7 @@ def plot_failures(result: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("sc_mse (log scale)")
     ax.legend(fontsize=8)
-    ax = axes[1]
+    ax = axes["b"]
     sweep = result["precision_sweep"]
     ax.loglog(sweep["ratios"], sweep["float32"], "o-", label="float32")
     ax.loglog(sweep["ratios"], sweep["bfloat16"], "s-", label="bf16 autocast")
@@ -442,18 +446,18 @@ def plot_failures(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("sc_mse of one trained model")
     ax.set_title("(b) bf16 rounding divided by t - l")
     ax.legend(fontsize=8)
-    ax = axes[2]
+    ax = axes["c"]
     rows = failure_rows(result)
     names = [row["label"] for row in rows]
     values = [row["energy"] for row in rows]
     bars = ax.barh(range(len(rows)), [v if math.isfinite(v) else 0 for v in values], color="C2")
-    ax.set_yticks(range(len(rows)), names, fontsize=8)
+    ax.set_yticks(range(len(rows)), names, fontsize=9)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("energy distance x 1000 of 1-NFE samples (log scale)")
     ax.set_title("(c) sample quality after 1500 steps")
     for bar, v in zip(bars, values, strict=True):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}", va="center", fontsize=7)
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.3g}", va="center", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
