@@ -10,7 +10,7 @@ EXTRAS ?= test,demo,bench,examples,docs,dev
 # The slowest tests are listed so that the suite's time stays visible.
 PYTEST_ARGS ?= --tb=long --durations=15
 
-.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick dist clean
+.PHONY: install demo test test-fast lint typecheck docs docs-check docs-figures docs-serve bench-quick dist clean
 
 install: $(VENV)/.installed
 
@@ -39,8 +39,13 @@ typecheck: install
 docs: install  ## build the documentation site into site/
 	$(VENV)/bin/mkdocs build --strict
 
-docs-check: docs  ## open the built site in headless Chromium: math rendered, no external requests, screenshots
-	$(PY) scripts/check_docs_browser.py
+docs-check: docs  ## every page in headless Chromium: math, images, no external requests, nothing wider than 1280 px
+	$(PY) scripts/check_docs_browser.py --all
+
+docs-figures: install  ## redraw the docs' figures and rewrite the tutorial's outputs (the measurements: see scripts/)
+	$(PY) scripts/method_diagram.py
+	$(PY) scripts/docs_outputs.py docs/tutorial.md --assets --write
+	$(PY) scripts/troubleshooting_runs.py --tables-only
 
 docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve

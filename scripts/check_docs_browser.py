@@ -3,21 +3,25 @@
 
 Serves `site/` on 127.0.0.1, drives Debian's headless Chromium through chromedriver's W3C HTTP
 interface (no Python dependency beyond the standard library), and for the home page, the method page
-and one API page checks that:
+and one API page (every page with `--all`, as `make docs-check` and CI run it) checks that:
 
 - every math element left by pymdownx.arithmatex was rendered by KaTeX, with no KaTeX error, no raw
   `\\(`, `\\[`, `$$` or `$...$` left in the visible text, and the KaTeX fonts loaded;
 - every request the page made went to the local server (DevTools network log and Resource Timing), while
   Chromium's resolver maps every other host to nothing;
-- the local server answered every request (no 404).
+- the local server answered every request (no 404), and every image of the page loaded;
+- nothing in the page's content is wider than its column at the window width (1280 px by default): no
+  code block, table, signature or formula scrolls sideways or sticks out of the column. Each offending
+  element is reported with the heading it sits under, its width and the column's width.
 
 It also scans all built HTML and CSS for external scripts, stylesheets, fonts and images, and writes a
-screenshot of each page (default `site-screenshots/NAME.png`).
+screenshot of each page (default `site-screenshots/NAME.png`; the whole page with `--full-page`).
 
 Usage (Debian: `apt-get install -y chromium chromium-driver`):
 
     python scripts/check_docs_browser.py --build      # build with `mkdocs build --strict`, then check
     python scripts/check_docs_browser.py --site site  # check an existing build
+    python scripts/check_docs_browser.py --all --full-page --out /tmp/shots   # every page, whole pages
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -64,7 +68,6 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--no-default-browser-check",
     "--disable-dev-shm-usage",
-    "--window-size=1280,1600",
     # Every host but the local server resolves to nothing: a page that needs the network fails visibly.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
@@ -99,10 +102,74 @@ return {
 };
 """
 
+# Runs in the page: content elements wider than the content column. A scroll container (code block,
+# table wrapper, display math) counts when its content is wider than its box; a block-level element
+# counts when it sticks out of the content area. Nothing inside a reported element is reported again,
+# and KaTeX's visually hidden MathML copy is ignored.
+OVERFLOW_JS = r"""
+const root = document.querySelector('article.md-content__inner') || document.querySelector('article')
+             || document.body;
+const area = (document.querySelector('.md-content') || root).getBoundingClientRect();
+const column = root.getBoundingClientRect();
+const slack = 1;
+function heading(e) {
+  let node = e;
+  while (node && node !== root) {
+    let sib = node.previousElementSibling;
+    while (sib) {
+      if (/^H[1-6]$/.test(sib.tagName)) return sib.textContent.replace(/\u00b6$/, '').trim();
+      const inner = sib.querySelectorAll('h1, h2, h3, h4, h5, h6');
+      if (inner.length) return inner[inner.length - 1].textContent.replace(/\u00b6$/, '').trim();
+      sib = sib.previousElementSibling;
+    }
+    node = node.parentElement;
+  }
+  return '';
+}
+function describe(e, width, box) {
+  const cls = (typeof e.className === 'string' ? e.className : '').trim().split(/\s+/).filter(Boolean);
+  return {
+    element: e.tagName.toLowerCase() + (cls.length ? '.' + cls.slice(0, 3).join('.') : ''),
+    heading: heading(e).slice(0, 80).replace(/\s+/g, ' '),
+    text: (e.textContent || '').replace(/\s+/g, ' ').trim().slice(0, 70),
+    width: Math.round(width),
+    box: Math.round(box),
+  };
+}
+const found = [];
+const reported = [];
+for (const e of root.querySelectorAll('*')) {
+  if (e.closest('.md-tooltip, .md-clipboard, .md-annotation, .katex-mathml')) continue;
+  if (reported.some(r => r.contains(e))) continue;
+  const style = getComputedStyle(e);
+  if (style.display === 'none' || style.visibility === 'hidden' || style.position === 'fixed') continue;
+  if (['auto', 'scroll'].includes(style.overflowX) && e.scrollWidth > e.clientWidth + slack) {
+    reported.push(e);
+    found.push(describe(e, e.scrollWidth, e.clientWidth));
+    continue;
+  }
+  if (style.display.startsWith('inline') || style.display === 'contents' || style.position === 'absolute') continue;
+  const rect = e.getBoundingClientRect();
+  if (rect.width > 0 && rect.right > area.right + slack) {
+    reported.push(e);
+    found.push(describe(e, rect.right - column.left, area.right - column.left));
+  }
+}
+const images = Array.from(root.querySelectorAll('img'));
+return {
+  overflow: found,
+  images: images.length,
+  broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  column: Math.round(column.width),
+  height: Math.round(document.documentElement.scrollHeight),
+};
+"""
+
 WAIT_JS = r"""
 const all = document.querySelectorAll('.arithmatex').length;
 const done = document.querySelectorAll('.arithmatex[data-katex="done"]').length;
-return document.readyState === 'complete' && all === done && document.fonts.status === 'loaded';
+const images = Array.from(document.images).every(i => i.complete);
+return document.readyState === 'complete' && all === done && document.fonts.status === 'loaded' && images;
 """
 
 
@@ -198,7 +265,8 @@ def _free_port() -> int:
 class WebDriver:
     """The few W3C WebDriver commands this check needs, over chromedriver's HTTP interface."""
 
-    def __init__(self, chromedriver: str, chromium: str, profile: Path) -> None:
+    def __init__(self, chromedriver: str, chromium: str, profile: Path, width: int = 1280) -> None:
+        self.width = width
         self.port = _free_port()
         self.process = subprocess.Popen(
             [chromedriver, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -219,7 +287,7 @@ class WebDriver:
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"],
+                "args": [*CHROMIUM_FLAGS, f"--window-size={width},1600", f"--user-data-dir={profile}"],
             },
             "goog:loggingPrefs": {"performance": "ALL"},
         }
@@ -246,8 +314,22 @@ class WebDriver:
     def execute(self, script: str) -> Any:
         return self._request("POST", f"{self.session}/execute/sync", {"script": script, "args": []})["value"]
 
-    def screenshot(self, path: Path) -> None:
-        png = base64.b64decode(self._request("GET", f"{self.session}/screenshot")["value"])
+    def screenshot(self, path: Path, *, full_page: bool = False, height: int = 0) -> None:
+        """A PNG of the window, or of the whole page (Chromium DevTools, up to 16,000 px high)."""
+        if full_page:
+            params = {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": self.width, "height": min(height, 16_000), "scale": 1},
+            }
+            value = self._request(
+                "POST",
+                f"{self.session}/goog/cdp/execute",
+                {"cmd": "Page.captureScreenshot", "params": params},
+            )["value"]
+            png = base64.b64decode(value["data"])
+        else:
+            png = base64.b64decode(self._request("GET", f"{self.session}/screenshot")["value"])
         path.write_bytes(png)
 
     def network_log(self) -> list[str]:
@@ -298,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         "--also", nargs="*", default=[], metavar="PAGE", help="more pages to check, e.g. api/training.html"
     )
     parser.add_argument("--all", action="store_true", help="check every page of the site as well")
+    parser.add_argument("--width", type=int, default=1280, help="window width in CSS pixels (default 1280)")
+    parser.add_argument("--full-page", action="store_true", help="screenshots of whole pages, not the window")
+    parser.add_argument(
+        "--allow-overflow",
+        action="store_true",
+        help="report content wider than its column without failing",
+    )
     args = parser.parse_args(argv)
     also = list(args.also)
     if args.all:
@@ -325,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     failures: list[str] = []
+    overflowing: list[str] = []
     external = static_scan(site)
     failures += [f"external resource in the built site: {item}" for item in external]
     print(f"static scan: {len(list(site.rglob('*.html')))} HTML files, {len(external)} external resources")
@@ -336,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="soflow-docs-chromium-") as profile:
-        driver = WebDriver(args.chromedriver, args.chromium, Path(profile))
+        driver = WebDriver(args.chromedriver, args.chromium, Path(profile), width=args.width)
         driver.network_log()  # drop what the browser requested at start-up, before any page
         try:
             for name, candidates, minimum in pages:
@@ -348,14 +438,26 @@ def main(argv: list[str] | None = None) -> int:
                 driver.get(f"{origin}/{rel}")
                 settled = _wait(driver, args.timeout)
                 report = driver.execute(PAGE_REPORT_JS)
+                layout = driver.execute(OVERFLOW_JS)
                 requested = set(driver.network_log()) | set(report["resources"])
                 shot = args.out / f"{name}.png"
-                driver.screenshot(shot)
+                driver.screenshot(shot, full_page=args.full_page, height=layout["height"])
                 print(
                     f"{name} ({rel}): {report['rendered']}/{report['arithmatex']} math elements rendered, "
                     f"{report['katex']} KaTeX nodes, fonts {report['fontsStatus']}, "
-                    f"{len(requested)} requests; screenshot {shot}"
+                    f"{len(requested)} requests, {layout['images']} images, "
+                    f"{len(layout['overflow'])} elements wider than the {layout['column']} px column; "
+                    f"screenshot {shot}"
                 )
+                for item in layout["overflow"]:
+                    line = (
+                        f'{name}: {item["element"]} under "{item["heading"]}" is {item["width"]} px wide '
+                        f"in {item['box']} px: {item['text']!r}"
+                    )
+                    print(f"    {line}")
+                    overflowing.append(line)
+                if layout["broken"]:
+                    failures.append(f"{name}: images that did not load: {layout['broken'][:5]}")
                 if not settled:
                     failures.append(f"{name}: the page did not finish rendering within {args.timeout} s")
                 if report["rendered"] < minimum or report["rendered"] != report["arithmatex"]:
@@ -383,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
             driver.quit()
             server.shutdown()
 
+    print(f"{len(overflowing)} elements wider than their column at {args.width} px")
+    if overflowing and not args.allow_overflow:
+        failures += [f"wider than the column at {args.width} px: {line}" for line in overflowing]
     if failures:
         print("\nFAILED:")
         for failure in failures:

@@ -13,6 +13,9 @@
 - `docs/api/index.md` gets a table of every documented name with the first line of its docstring,
   page by page, in place of the marker `<!-- api-index -->`, built from the `:::` lines of the pages
   listed under "API reference" in the navigation.
+- The package version (`__version__` in `soflow_toolkit/__init__.py`, read as text so that the build
+  does not import torch) is shown next to the repository link in the header, as
+  `config.extra.package_version`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ EXAMPLES = ROOT / "examples"
 _OPTIONAL_INCLUDE = re.compile(r'^(?P<indent>[ \t]*)--8<--\s+"(?P<path>benchmarks/results/[^"]+)"\s*$', re.M)
 _EXAMPLES_MARKER = "<!-- examples-index -->"
 _API_MARKER = "<!-- api-index -->"
+_VERSION = re.compile(r'^__version__ = "(?P<version>[^"]+)"$', re.M)
+
+
+def package_version() -> str:
+    """`__version__` of soflow_toolkit, read from the source."""
+    match = _VERSION.search((ROOT / "soflow_toolkit" / "__init__.py").read_text(encoding="utf-8"))
+    if match is None:
+        raise ValueError('soflow_toolkit/__init__.py has no line __version__ = "X.Y.Z"')
+    return match["version"]
+
+
+def on_config(config: Any, **kwargs: Any) -> Any:
+    """Put the package version where the header template finds it."""
+    config["extra"]["package_version"] = package_version()
+    return config
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:

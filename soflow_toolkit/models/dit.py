@@ -51,8 +51,9 @@ class DiTConfig:
     Examples:
         >>> DiTConfig.from_size("XL/2").hidden_size
         1152
-        >>> DiTConfig.from_size("T/4", input_size=8, num_classes=10)
-        DiTConfig(input_size=8, in_channels=4, patch_size=4, hidden_size=64, depth=2, num_heads=4, mlp_ratio=4.0, num_classes=10, null_class=True, frequency_dim=256)
+        >>> tiny = DiTConfig.from_size("T/4", input_size=8, num_classes=10)
+        >>> tiny.patch_size, tiny.hidden_size, tiny.depth, tiny.num_heads, tiny.num_classes
+        (4, 64, 2, 4, 10)
     """
 
     input_size: int = 32  # height = width of the input (the latent), divisible by patch_size
@@ -216,8 +217,9 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     r"""SoFlow's class-conditional DiT $F_\theta(x, t, s, y)$, architecture-identical to the official one.
 
-    $$c = E_t(t) + E_s(t - s) + E_y(y), \qquad
-      F_\theta = \mathrm{unpatchify}\big(\mathrm{Final}(\mathrm{Block}_L \circ \dots \circ
+    $$c = E_t(t) + E_s(t - s) + E_y(y),$$
+
+    $$F_\theta = \mathrm{unpatchify}\big(\mathrm{Final}(\mathrm{Block}_L \circ \dots \circ
       \mathrm{Block}_1(\mathrm{Patch}(x) + P),\ c)\big),$$
 
     with $E_t, E_s$ timestep embedders (`TimestepEmbedder`) of the raw $t$ and $t - s$ in $[0, 1]$, $E_y$ a label
