@@ -21,6 +21,7 @@ The sampling-time guidance benchmark and any later one reuse these helpers.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import statistics
 import time
@@ -366,31 +367,89 @@ class StagedSearch:
                 self.best, self.best_score = dict(candidate), score
 
 
+def run_search(
+    searches: dict[Any, StagedSearch],
+    task: Callable[[Any, dict[str, Any], int], tuple[Any, ...]],
+    function: Callable[..., Any],
+    score: Callable[[Any, Any], float],
+    seeds: Sequence[int],
+    jobs: int,
+    progress: Any,
+    cache: Path | None = None,
+) -> None:
+    """Run several staged searches together, stage by stage, every run of a stage in parallel.
+
+    `task(key, settings, seed)` gives the arguments of `function` for one run; `score(key, result)`
+    turns its result into a score; a setting scores the mean over `seeds`.
+    """
+    for index in range(max(len(search.stages) for search in searches.values())):
+        work = [
+            (key, search.candidates(index)) for key, search in searches.items() if index < len(search.stages)
+        ]
+        tasks = [task(key, c, seed) for key, candidates in work for c in candidates for seed in seeds]
+        progress.set_description(f"search, stage {index + 1}")
+        results = iter(run_tasks(function, tasks, jobs, progress, cache))
+        for key, candidates in work:
+            scores = [statistics.fmean(score(key, next(results)) for _ in seeds) for _ in candidates]
+            searches[key].record(index, candidates, scores)
+
+
 # ------------------------------------------------------------------------------------------------
 # Worker processes
 
 
 def run_tasks(
-    function: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], jobs: int, progress: Any
+    function: Callable[..., Any],
+    tasks: Sequence[tuple[Any, ...]],
+    jobs: int,
+    progress: Any,
+    cache: Path | None = None,
 ) -> list[Any]:
-    """`function(*task)` for every task in `jobs` processes with one torch thread each, results in order."""
-    if jobs <= 1:
-        results = []
-        for task in tasks:
-            results.append(function(*task))
-            progress.update(1)
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """`function(*task)` for every task in `jobs` processes with one torch thread each, results in order.
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)
-    ) as pool:
-        futures = [pool.submit(function, *task) for task in tasks]
-        for future in futures:
-            future.add_done_callback(lambda _: progress.update(1))
-        return [future.result() for future in futures]
+    With `cache`, every result is also saved there under a hash of the function's name and its task,
+    and a task whose result is already there is not run again (so an interrupted run resumes). The
+    key does not see the code: use a fresh folder after changing what a task computes.
+    """
+
+    def path(task: tuple[Any, ...]) -> Path | None:
+        if cache is None:
+            return None
+        key = hashlib.sha1(repr((function.__name__, task)).encode()).hexdigest()
+        return cache / f"{key}.pt"
+
+    results: dict[int, Any] = {}
+    for index, task in enumerate(tasks):
+        saved = path(task)
+        if saved is not None and saved.exists():
+            results[index] = torch.load(saved, weights_only=False)
+            progress.update(1)
+    todo = [i for i in range(len(tasks)) if i not in results]
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+
+    def done(index: int, result: Any) -> None:
+        saved = path(tasks[index])
+        if saved is not None:
+            torch.save(result, saved)
+        results[index] = result
+        progress.update(1)
+
+    if jobs <= 1:
+        for i in todo:
+            done(i, function(*tasks[i]))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            futures = {pool.submit(function, *tasks[i]): i for i in todo}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    return [results[i] for i in range(len(tasks))]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     mean_std,
     pm,
+    run_search,
     run_tasks,
     step_cost_ratios,
     write_markdown,
@@ -73,6 +74,7 @@ FULL = {
     "toys": TOYS,
     "selection_seeds": (100,),
     "report_seeds": (0, 1, 2),
+    "search_stages": None,  # all
 }
 QUICK = {
     "budget": Budget(steps=40, batch=64, hidden=32, depth=2),
@@ -80,6 +82,7 @@ QUICK = {
     "toys": TOYS[:1],
     "selection_seeds": (100,),
     "report_seeds": (0,),
+    "search_stages": 1,  # the first stage only: the code path, not the search
 }
 FIGURE_POINTS = 5000
 FIGURE_COLUMNS = (
@@ -178,32 +181,35 @@ def part_cost(config: dict[str, Any], rounds: int) -> dict[str, Any]:
     }
 
 
-def part_select(config: dict[str, Any], cost: dict[str, Any], jobs: int, progress: Any) -> dict[str, Any]:
+def part_select(
+    config: dict[str, Any], cost: dict[str, Any], jobs: int, progress: Any, cache: Path | None
+) -> dict[str, Any]:
     budget: Budget = config["budget"]
     steps = cost["equal_time_steps"]
-    searches = {(toy, m): StagedSearch(START[m], SEARCH[m]) for toy in config["toys"] for m in METHODS}
-    stages = max(len(s.stages) for s in searches.values())
-    for index in range(stages):
-        work = [
-            (key, search.candidates(index)) for key, search in searches.items() if index < len(search.stages)
-        ]
-        tasks = [
-            (toy, m, c, budget, steps[m], seed, (SELECTION_SAMPLER[m],), config["eval_points"], False)
-            for (toy, m), candidates in work
-            for c in candidates
-            for seed in config["selection_seeds"]
-        ]
-        progress.set_description(f"search, stage {index + 1}/{stages}")
-        results = iter(run_tasks(train_and_evaluate, tasks, jobs, progress))
-        for (toy, m), candidates in work:
-            scores = []
-            for _ in candidates:
-                energies = [
-                    next(results)["metrics"][SELECTION_SAMPLER[m]]["energy"]
-                    for _ in config["selection_seeds"]
-                ]
-                scores.append(sum(energies) / len(energies))
-            searches[(toy, m)].record(index, candidates, scores)
+    searches = {
+        (toy, m): StagedSearch(START[m], SEARCH[m][: config["search_stages"]])
+        for toy in config["toys"]
+        for m in METHODS
+    }
+
+    def task(key: tuple[str, str], settings: dict[str, Any], seed: int) -> tuple[Any, ...]:
+        toy, m = key
+        return (
+            toy,
+            m,
+            settings,
+            budget,
+            steps[m],
+            seed,
+            (SELECTION_SAMPLER[m],),
+            config["eval_points"],
+            False,
+        )
+
+    def score(key: tuple[str, str], result: dict[str, Any]) -> float:
+        return float(result["metrics"][SELECTION_SAMPLER[key[1]]]["energy"])
+
+    run_search(searches, task, train_and_evaluate, score, config["selection_seeds"], jobs, progress, cache)
     return {
         "budget": asdict(budget),
         "seeds": list(config["selection_seeds"]),
@@ -217,7 +223,12 @@ def part_select(config: dict[str, Any], cost: dict[str, Any], jobs: int, progres
 
 
 def part_report(
-    config: dict[str, Any], cost: dict[str, Any], selection: dict[str, Any], jobs: int, progress: Any
+    config: dict[str, Any],
+    cost: dict[str, Any],
+    selection: dict[str, Any],
+    jobs: int,
+    progress: Any,
+    cache: Path | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Tensor]]]:
     """The reported runs; returns the results and the samples of the first seed at equal time."""
     budget: Budget = config["budget"]
@@ -234,7 +245,7 @@ def part_report(
                     tasks.append((toy, m, settings, budget, steps, seed, labels, config["eval_points"], keep))
                     keys.append((toy, m, steps, seed))
     progress.set_description("reported runs")
-    results = run_tasks(train_and_evaluate, tasks, jobs, progress)
+    results = run_tasks(train_and_evaluate, tasks, jobs, progress, cache)
     runs: dict[str, Any] = {}
     figure: dict[str, dict[str, Tensor]] = {}
     for (toy, m, steps, seed), result in zip(keys, results, strict=True):
@@ -354,6 +365,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep every run's result here and skip runs already there (resume)",
+    )
     return parser.parse_args(argv)
 
 
@@ -380,9 +397,11 @@ def main(argv: list[str] | None = None) -> None:
             progress.set_description("step costs")
             save("cost", part_cost(config, args.rounds or (3 if args.quick else 30)))
         if "select" in args.part:
-            save("select", part_select(config, load("cost"), args.jobs, progress))
+            save("select", part_select(config, load("cost"), args.jobs, progress, args.cache))
         if "report" in args.part:
-            result, figure = part_report(config, load("cost"), load("select"), args.jobs, progress)
+            result, figure = part_report(
+                config, load("cost"), load("select"), args.jobs, progress, args.cache
+            )
             save("report", result)
             report.plot_panels(figure, FIGURE_COLUMNS, out / "toys.png")
     if "render" in args.part:
