@@ -45,6 +45,7 @@ bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go t
 	$(PY) benchmarks/step_cost.py --quick --out-dir outputs/bench-quick
 	$(PY) benchmarks/toys.py --quick
 	$(PY) benchmarks/digits.py --quick
+	$(PY) benchmarks/demo_budget.py --quick
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -46,7 +46,9 @@ def _reference(values: list[float], decay: float, every: int, warmup: bool) -> f
     every=st.integers(1, 4),
     warmup=st.booleans(),
 )
-def test_average_follows_the_documented_recursion(values: list[float], decay: float, every: int, warmup: bool) -> None:
+def test_average_follows_the_documented_recursion(
+    values: list[float], decay: float, every: int, warmup: bool
+) -> None:
     model = Scalar()
     ema = EMA(model, decay=decay, every=every, warmup=warmup)
     _drive(ema, model, values)
