@@ -6,7 +6,7 @@ Loads the EMA weights of the latest checkpoint of a run folder (or of a given `c
 writes `arr_0`: uint8 `(N, 32, 32, 3)` (50,000 by default) plus a PNG grid of the first 64. Batch
 `j` uses noise seeded by `(seed, j)`, so for a given `--batch-size` the output does not depend on
 the number of ranks. With `--fid-ref` (the CIFAR-10 batches folder, whose 50,000 training images are
-the usual reference, or an `.npz`) and `torchmetrics` installed it also prints a FID.
+the usual reference, or an `.npz`) and the `fid` extra installed it also prints a FID.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from common.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import to_uint8, write_samples_npz
-from unet import UNet
+from network import build_unet
 
 from soflow_toolkit import SolutionFlowWrapper, sample
 
@@ -46,19 +46,17 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict[str,
     """The UNet of a checkpoint with its EMA (or raw) weights, and the run's config."""
     payload = load_checkpoint(path)
     config = json.loads(payload["config"])
-    model = SolutionFlowWrapper(UNet.from_config(config))
+    model = SolutionFlowWrapper(build_unet(config))
     load_weights(model, payload, weights)
     return model.eval(), config
 
 
-def reference_chunks(path: Path) -> Iterator[np.ndarray]:
+def reference_images(path: Path) -> Path | Iterator[np.ndarray]:
+    """An `.npz` as it is (its stored statistics are used if it has them), or the CIFAR-10 batches."""
     if path.suffix == ".npz":
-        from common.fid import npz_chunks
-
-        yield from npz_chunks(path)
-        return
+        return path
     images, _ = load_cifar10(path)
-    yield from images.permute(0, 2, 3, 1).numpy().reshape(-1, 500, 32, 32, 3)
+    return iter(images.permute(0, 2, 3, 1).numpy().reshape(-1, 500, 32, 32, 3))
 
 
 def run(args: argparse.Namespace, info: DistInfo) -> None:
@@ -87,16 +85,16 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
         seconds = time.perf_counter() - began
         print(f"wrote {args.out}: {args.num_samples} images, {args.nfe} NFE, in {seconds:.1f} s", flush=True)
         if args.fid_ref is not None:
-            from common.fid import compute_fid, npz_chunks
+            from common.fid import compute_fid
 
             fid = compute_fid(
-                npz_chunks(args.out),
-                reference_chunks(args.fid_ref),
+                args.out,
+                reference_images(args.fid_ref),
                 device=info.device,
                 weights_path=args.fid_weights,
             )
             print(
-                f"FID ({args.num_samples} samples vs {args.fid_ref.name}, torchmetrics): {fid:.3f}",
+                f"FID ({args.num_samples} samples vs {args.fid_ref.name}, PyTorch Inception): {fid:.3f}",
                 flush=True,
             )
 

@@ -4,7 +4,8 @@
 
 Official recipe: `SoFlowConfig.cifar10()` (consistency loss only, p = 0.75, eps = 1e-3, curriculum r
 1 -> 0.0003125 over the run), RAdam lr 1e-4, betas (0.9, 0.999), EMA 0.9999 applied every 16 steps
-in float64, global batch 1024, 800k steps, dropout 0.3. The online and target passes of the
+in float64, global batch 1024, 800k steps. The network is `soflow_toolkit.models.UNet`, the official
+SoFlow UNet (EDM's DDPM++ layout, dropout 0.3; see `network.py`). The online and target passes of the
 consistency loss see the same dropout masks (the objective restores the random state, as the
 official code does).
 
@@ -33,17 +34,15 @@ from common.distributed import DistInfo, cleanup, data_parallel, setup
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
 from common.sampler import ResumableSampler
-from unet import ARCHITECTURE, UNet
+from network import build_unet
 
 from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
 
 HERE = Path(__file__).resolve().parent
 DEFAULTS: dict[str, Any] = {
-    "channels": 128,
-    "channel_mult": [2, 2, 2],
-    "num_blocks": 4,
-    "attn_resolutions": [16],
-    "dropout": 0.3,
+    # Overrides of soflow_toolkit.models.UNetConfig; the defaults are the official network. Its
+    # augmentation-label input stays off until an augmentation pipeline feeds it labels.
+    "unet": {"augment_dim": 0},
     "global_batch": 1024,
     "steps": 800_000,
     "lr": 1e-4,
@@ -61,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "keep": 3,
     "sample_every": 10_000,
 }
-RESUME_MUST_MATCH = (*ARCHITECTURE, "global_batch", "seed", "hflip", "ema_every")
+RESUME_MUST_MATCH = ("unet", "global_batch", "seed", "hflip", "ema_every")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +93,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         "objective": torch.Generator(device).manual_seed(3 * rank_seed + 2),
     }
 
-    model = SolutionFlowWrapper(UNet.from_config(config)).to(device)
+    model = SolutionFlowWrapper(build_unet(config)).to(device)
     ema = EMA(model, decay=config["ema_decay"], every=config["ema_every"], dtype=torch.float64)
     optimizer = torch.optim.RAdam(
         model.parameters(), lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"]
@@ -123,7 +122,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     log = MetricLog(out, resume_step=start, enabled=info.is_main)
     grid_model, grid_noise = None, None
     if info.is_main and config["sample_every"] > 0:
-        grid_model = SolutionFlowWrapper(UNet.from_config(config)).to(device).eval()
+        grid_model = SolutionFlowWrapper(build_unet(config)).to(device).eval()
         grid_noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(config["seed"])).to(
             device
         )

@@ -53,7 +53,7 @@ def sampling_parser(description: str | None, *, fid_ref_help: str) -> argparse.A
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
     p.add_argument("--fid-ref", type=Path, help=fid_ref_help)
-    p.add_argument("--fid-weights", type=Path, help="local Inception weights for torchmetrics' FID")
+    p.add_argument("--fid-weights", type=Path, help="local Inception weights file for the FID (offline use)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="a few samples in small batches")
     p.add_argument("--no-progress", action="store_true")

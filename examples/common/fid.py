@@ -1,60 +1,55 @@
-"""Optional FID with `torchmetrics` (Inception-v3 features of `torch-fidelity`).
+"""FID for the sampling scripts: a thin use of `soflow_toolkit.fid` (ADM protocol, PyTorch Inception).
 
-Install `torchmetrics[image]` (it pulls `torch-fidelity` and `scipy`); the Inception weights are
-downloaded on first use, or read from `weights_path` on machines without network access. The numbers
-are close to, but not the same as, those of the TensorFlow ADM evaluator that papers report (other
-resizing and weights port): use the ADM evaluator on the `.npz` for numbers comparable with the published ones.
+The Inception network is torch-fidelity's port of the TensorFlow one (`pip install
+"soflow-toolkit[fid]"`); its weights are downloaded on first use, or read from `weights_path` on
+machines without network access. A reference `.npz` that stores `mu` and `sigma` (the ADM reference
+batch `VIRTUAL_imagenet256_labeled.npz`) is represented by them, as the ADM evaluator does. See
+docs/guides/evaluation.md for how the numbers compare with the TensorFlow evaluator's.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from soflow_toolkit.fid import (
+    FeatureStatistics,
+    InceptionFeatures,
+    feature_statistics,
+    fid_from_npz,
+    frechet_distance,
+    npz_statistics,
+    read_npz_batches,
+)
+
+Source = Path | str | Iterable[np.ndarray]
+
+
+def _statistics(source: Source, extractor: InceptionFeatures, device: torch.device) -> FeatureStatistics:
+    if isinstance(source, (str, Path)):
+        return npz_statistics(source, extractor, device=device, progress=True)
+    chunks = (torch.from_numpy(np.asarray(chunk)) for chunk in source)
+    return feature_statistics(chunks, extractor, device=device)
+
 
 def compute_fid(
-    fake: Iterable[np.ndarray],
-    real: Iterable[np.ndarray],
-    *,
-    device: torch.device,
-    weights_path: Path | str | None = None,
+    fake: Source, real: Source, *, device: torch.device, weights_path: Path | str | None = None
 ) -> float:
-    """FID between two streams of `(n, H, W, 3)` uint8 image chunks.
+    """FID between two sets of `(N, H, W, 3)` uint8 images: `.npz` paths or streams of chunks.
 
     Raises:
-        RuntimeError: if `torchmetrics` (with `torch-fidelity`) is not installed.
+        ImportError: if torch-fidelity is not installed and a side needs Inception features.
     """
-    try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-    except ImportError as error:
-        raise RuntimeError(
-            "FID needs torchmetrics with its image extras: pip install 'torchmetrics[image]' "
-            "(or evaluate the .npz with the ADM evaluator, see the README)"
-        ) from error
-    kwargs = {} if weights_path is None else {"feature_extractor_weights_path": str(weights_path)}
-    metric = FrechetInceptionDistance(feature=2048, **kwargs).to(device)
-    for is_real, chunks in ((True, real), (False, fake)):
-        for chunk in chunks:
-            images = torch.from_numpy(np.array(chunk)).permute(0, 3, 1, 2).to(device)
-            metric.update(images, real=is_real)
-    return float(metric.compute())
+    if isinstance(fake, (str, Path)) and isinstance(real, (str, Path)):
+        return fid_from_npz(fake, real, inception_weights=weights_path, device=device, progress=True)
+    extractor = InceptionFeatures(weights_path, device=device)
+    return frechet_distance(_statistics(fake, extractor, device), _statistics(real, extractor, device))
 
 
 def npz_chunks(path: Path | str, key: str = "arr_0", chunk: int = 500) -> Iterator[np.ndarray]:
     """Chunks of the array `key` of an `.npz` (e.g. an ADM reference batch), read without loading it whole."""
-    with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(f)
-        if fortran:
-            raise ValueError(f"{path}:{key} is stored in Fortran order; expected C order")
-        row_bytes = dtype.itemsize * int(np.prod(shape[1:]))
-        for start in range(0, shape[0], chunk):
-            n = min(chunk, shape[0] - start)
-            yield np.frombuffer(f.read(n * row_bytes), dtype=dtype).reshape(n, *shape[1:])
+    for batch in read_npz_batches(path, key=key, batch_size=chunk):
+        yield batch.numpy()

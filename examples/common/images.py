@@ -1,18 +1,17 @@
 """Images: float tensors to uint8, PNG grids with Pillow, and `.npz` sample files for FID evaluators.
 
 The `.npz` layout is the one the ADM evaluator (openai/guided-diffusion `evaluations/evaluator.py`)
-and most FID tools read: key `arr_0`, uint8, shape `(N, H, W, 3)`. :class:`NpzWriter` streams the
-array into the zip file so 50,000 ImageNet samples (9.8 GB) never sit in memory at once.
+and most FID tools read: key `arr_0`, uint8, shape `(N, H, W, 3)`. `NpzWriter` (from
+`soflow_toolkit.fid`) streams the array into the zip file so 50,000 ImageNet samples (9.8 GB) never
+sit in memory at once.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import torch
@@ -20,15 +19,20 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from soflow_toolkit import fid
+from soflow_toolkit.fid import NpzWriter
+
 from .distributed import DistInfo, barrier
+
+__all__ = ["NpzWriter", "balanced_labels", "save_grid", "to_uint8", "write_samples_npz"]
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
-    """`(N, C, H, W)` floats in [-1, 1] -> `(N, H, W, C)` uint8 in [0, 255] (clamped, rounded)."""
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}")
-    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+    """`(N, C, H, W)` floats in [-1, 1] -> `(N, H, W, C)` uint8, as the official FID sampling converts them.
+
+    `floor(clamp(127.5 x + 128, 0, 255))` (see `soflow_toolkit.fid.to_uint8`).
+    """
+    return fid.to_uint8(images).cpu().numpy()
 
 
 def save_grid(images: np.ndarray, path: Path | str, *, nrow: int | None = None, pad: int = 2) -> None:
@@ -46,92 +50,9 @@ def save_grid(images: np.ndarray, path: Path | str, *, nrow: int | None = None, 
     Image.fromarray(grid.squeeze(-1) if c == 1 else grid).save(path)
 
 
-class NpzWriter:
-    """Write a `(N, *shape)` uint8 array as `arr_0` of an `.npz` file, chunk by chunk.
-
-    Extra arrays (e.g. labels) can be added with :meth:`add` after the images are complete.
-
-    Example:
-        >>> import tempfile, numpy as np
-        >>> path = tempfile.mkdtemp() + "/x.npz"
-        >>> with NpzWriter(path, 3, (2, 2, 3)) as writer:
-        ...     writer.write(np.zeros((1, 2, 2, 3), np.uint8))
-        ...     writer.write(np.ones((2, 2, 2, 3), np.uint8))
-        >>> int(np.load(path)["arr_0"].sum())
-        24
-    """
-
-    def __init__(self, path: Path | str, num: int, shape: tuple[int, ...], dtype: str = "uint8") -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.num = num
-        self.dtype = np.dtype(dtype)
-        self.shape = (num, *shape)
-        self.written = 0
-        self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        self._file = self._zip.open("arr_0.npy", "w", force_zip64=True)
-        header = {
-            "descr": np.lib.format.dtype_to_descr(self.dtype),
-            "fortran_order": False,
-            "shape": self.shape,
-        }
-        np.lib.format.write_array_header_1_0(self._file, header)
-
-    def write(self, chunk: np.ndarray) -> None:
-        if chunk.shape[1:] != self.shape[1:] or chunk.dtype != self.dtype:
-            raise ValueError(
-                f"expected chunks of shape (n, {self.shape[1:]}) and dtype {self.dtype}; got {chunk.shape} {chunk.dtype}"
-            )
-        if self.written + len(chunk) > self.num:
-            raise ValueError(f"more than the announced {self.num} rows")
-        self._file.write(np.ascontiguousarray(chunk).tobytes())
-        self.written += len(chunk)
-
-    def add(self, name: str, array: np.ndarray) -> None:
-        """Store another array under `name` (call after all image chunks)."""
-        self._finish_images()
-        with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
-
-    def _finish_images(self) -> None:
-        if self._file is not None:
-            if self.written != self.num:
-                raise ValueError(f"wrote {self.written} rows; {self.num} were announced")
-            self._file.close()
-            self._file = None  # type: ignore[assignment]
-
-    def close(self) -> None:
-        self._finish_images()
-        self._zip.close()
-
-    def __enter__(self) -> NpzWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if kind is None:
-            try:
-                self.close()
-                return
-            except BaseException:
-                self._abort()
-                raise
-        self._abort()
-
-    def _abort(self) -> None:
-        """Close everything and delete the half-written file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None  # type: ignore[assignment]
-        self._zip.close()
-        self.path.unlink(missing_ok=True)
-
-
 def balanced_labels(num: int, num_classes: int, *, generator: torch.Generator) -> Tensor:
     """`num` class labels, each class `num // num_classes` or one more times, in random order."""
-    labels = torch.arange(num) % num_classes
-    return labels[torch.randperm(num, generator=generator)]
+    return fid.class_labels(num, num_classes, generator=generator, balanced=True)
 
 
 def write_samples_npz(

@@ -9,8 +9,9 @@ was learned), decodes them with the SD-VAE (latent / 0.18215) and writes `arr_0`
 256, 3)` plus `labels`, the format of the ADM evaluator's sample batches, and a PNG grid of the
 first 64. Batch `j` of the run uses noise seeded by `(seed, j)`, so for a given `--batch-size` the
 output does not depend on the number of ranks. With `--fid-ref` (an `.npz` of real images, e.g. the
-ADM reference batch) and `torchmetrics` installed it also prints a FID (see `common/fid.py` for how
-it relates to the ADM evaluator's).
+ADM reference batch, whose stored statistics are then used) it also prints a FID computed with
+`soflow_toolkit.fid` (the `fid` extra; see docs/guides/evaluation.md for how it relates to the ADM
+evaluator's).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from common.config import sampling_parser
 from common.distributed import DistInfo, cleanup, setup
 from common.images import balanced_labels, to_uint8, write_samples_npz
 from data import LATENT_SCALE
-from dit import DiT
 from vae import decode_latents, load_vae
 
 from soflow_toolkit import SolutionFlowWrapper, sample
+from soflow_toolkit.models import DiT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +53,7 @@ def load_model(path: Path, weights: str) -> tuple[SolutionFlowWrapper, dict]:
     config = json.loads(payload["config"])
     c, h, _ = config["latent_shape"]
     model = SolutionFlowWrapper(
-        DiT(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
+        DiT.from_size(config["model"], input_size=h, in_channels=c, num_classes=config["num_classes"])
     )
     load_weights(model, payload, weights)
     return model.eval(), config
@@ -103,15 +104,15 @@ def run(args: argparse.Namespace, info: DistInfo) -> None:
         seconds = time.perf_counter() - began
         print(f"wrote {args.out}: {num} images {size}x{size}, {args.nfe} NFE, in {seconds:.1f} s", flush=True)
         if args.fid_ref is not None:
-            from common.fid import compute_fid, npz_chunks
+            from common.fid import compute_fid
 
             fid = compute_fid(
-                npz_chunks(args.out),
-                npz_chunks(args.fid_ref),
+                args.out,
+                args.fid_ref,
                 device=info.device,
                 weights_path=args.fid_weights,
             )
-            print(f"FID ({num} samples vs {args.fid_ref.name}, torchmetrics): {fid:.3f}", flush=True)
+            print(f"FID ({num} samples vs {args.fid_ref.name}, PyTorch Inception): {fid:.3f}", flush=True)
 
 
 if __name__ == "__main__":

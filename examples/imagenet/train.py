@@ -12,6 +12,9 @@ The run writes to `--out`: `config.json`, `metrics.csv` (and TensorBoard if inst
 from the latest one exactly: model, EMA, optimizer, curriculum step, data position, every rank's RNG)
 and `samples/step-<step>-nfe{1,2}.png` grids from the EMA weights. `--stop-at K` ends the job at step
 K with a checkpoint (for clusters with time limits); `--smoke` trains a tiny DiT for a few steps.
+
+The network is `soflow_toolkit.models.DiT`, architecture-identical to the official SoFlow DiT (times t
+and t - s embedded as they are, in [0, 1]; the official positional layout).
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
 from common.sampler import ResumableSampler
 from data import LATENT_SCALE, LatentDataset, sample_latents
-from dit import DIT_SIZES, DiT
 
 from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
+from soflow_toolkit.models import DIT_SIZES, DiT
 
 HERE = Path(__file__).resolve().parent
 DEFAULTS: dict[str, Any] = {
@@ -103,7 +106,7 @@ class SampleGrids:
 def build_model(config: dict[str, Any], dataset: LatentDataset) -> SolutionFlowWrapper:
     c, h, _ = dataset.latent_shape
     return SolutionFlowWrapper(
-        DiT(config["model"], input_size=h, in_channels=c, num_classes=dataset.num_classes)
+        DiT.from_size(config["model"], input_size=h, in_channels=c, num_classes=dataset.num_classes)
     )
 
 
