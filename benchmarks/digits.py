@@ -9,8 +9,8 @@ and generated images in its 64-d penultimate features, and precision and recall 
 features. The search (`SEARCH_DIGITS_REDUCED`, 8 settings per method with the guidance scale as a
 shared stage; `--search full`: the 12 of `SEARCH_DIGITS`) runs on seed 100 and is scored by the Fréchet
 distance of the one-step sample (flow matching: of its 100-step sample); the tables report seeds 0-2,
-at equal steps and at equal time. The default budget (600 steps, batch 128, width 256) is what fits a
-shared 2-core machine in about 20 minutes; `--steps` and `--search full` run a larger protocol.
+at equal steps and at equal time. The default budget (400 steps, batch 128, width 128) is what fits a
+shared 2-core machine in about 15 minutes; `--steps` and `--search full` run a larger protocol.
 
 Usage (parts as in `benchmarks/toys.py`: cost, select, report, render):
 
@@ -58,7 +58,7 @@ from soflow_toolkit.toy import precision_recall  # noqa: E402
 
 NUM_CLASSES = 10
 FULL = {
-    "budget": Budget(steps=600, batch=128, hidden=256, dim=64, num_classes=NUM_CLASSES),
+    "budget": Budget(steps=400, batch=128, hidden=128, dim=64, num_classes=NUM_CLASSES),
     "classifier_steps": 3000,
     "selection_seeds": (100,),
     "report_seeds": (0, 1, 2),
@@ -437,7 +437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (600)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (400)")
     parser.add_argument(
         "--search",
         choices=["reduced", "full"],

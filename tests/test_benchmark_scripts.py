@@ -480,3 +480,23 @@ def test_headline_gives_every_rival_a_ratio_with_its_spread() -> None:
         run["MeanFlow 1 NFE"]["energy"] /= 2  # the rival at half SoFlow's on every seed
     table = toys.headline_table(result)
     assert "| checkerboard | MeanFlow | 2.00 ± 0.00 | rival leads | 0.50 ± 0.00 | SoFlow leads |" in table
+
+
+def test_make_bench_quick_runs_every_benchmark_script_in_its_quick_mode() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nbench-quick:", 1)[1].split("\n\n", 1)[0]
+    scripts = sorted(
+        p.name for p in (ROOT / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()
+    )
+    assert scripts == ["demo_budget.py", "digits.py", "step_cost.py", "toys.py"]
+    for name in scripts:
+        assert f"benchmarks/{name} --quick" in recipe, name
+
+
+def test_demo_budget_cells_are_checked() -> None:
+    from benchmarks import demo_budget
+
+    assert demo_budget.parse_cell("256,512,6000") == (256, 512, 6000)
+    for bad in ("256,512", "256,0,10", "a,b,c"):
+        with pytest.raises(ValueError, match="HIDDEN,BATCH,STEPS"):
+            demo_budget.parse_cell(bad)
