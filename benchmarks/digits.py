@@ -437,6 +437,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
+    parser.add_argument(
+        "--search-stages",
+        type=int,
+        default=None,
+        help="run only the first N stages of the search (the same N for every method)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (400)")
     parser.add_argument(
         "--search",
@@ -459,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     config = {**(QUICK if args.quick else FULL), "search": args.search}
+    if args.search_stages:
+        config = {**config, "search_stages": args.search_stages}
     if args.steps:
         config = {**config, "budget": replace(config["budget"], steps=args.steps)}
     out = args.out or (ROOT / "outputs" / "bench-quick" if args.quick else ROOT / "benchmarks" / "results")

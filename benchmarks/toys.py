@@ -384,6 +384,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
+    parser.add_argument(
+        "--search-stages",
+        type=int,
+        default=None,
+        help="run only the first N stages of the search (the same N for every method)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (600)")
     parser.add_argument(
         "--search",
@@ -412,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         config = {**config, "budget": replace(config["budget"], steps=args.steps)}
     if args.search == "full":
         config = {**config, "search": SEARCH}
+    if args.search_stages:
+        config = {**config, "search_stages": args.search_stages}
     out = args.out or (ROOT / "outputs" / "bench-quick" if args.quick else ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/toys.py", *(sys.argv[1:] if argv is None else argv)])
