@@ -1,6 +1,6 @@
 """Train a one-step SoFlow model on a 2-D toy and compare it with 100-step flow matching.
 
-This is what `make demo` runs. In about two minutes on two CPU cores it
+This is what `make demo` runs. On two CPU cores it
 
 1. trains SoFlow (a small MLP wrapped by `SolutionFlowWrapper`, objective `SoFlowLoss` with the
    low-dimensional preset `SoFlowConfig.lowdim()`) on a built-in 2-D dataset, and, at the same time in
