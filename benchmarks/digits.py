@@ -9,12 +9,13 @@ and generated images in its 64-d penultimate features, and precision and recall 
 features. The search (`SEARCH_DIGITS_REDUCED`, 8 settings per method with the guidance scale as a
 shared stage; `--search full`: the 12 of `SEARCH_DIGITS`) runs on seed 100 and is scored by the Fréchet
 distance of the one-step sample (flow matching: of its 100-step sample); the tables report seeds 0-2,
-at equal steps and at equal time. The default budget (400 steps, batch 128, width 128) is what fits a
-shared 2-core machine in about 15 minutes; `--steps` and `--search full` run a larger protocol.
+at equal steps and at equal time. The default budget is 400 steps, batch 128, width 128; the committed
+tables ran it with `--search-stages 1` (4 settings per method), which took about 15 minutes of wall time
+on a 2-core machine shared with other jobs; `--steps` and `--search full` run a larger protocol.
 
 Usage (parts as in `benchmarks/toys.py`: cost, select, report, render):
 
-    python benchmarks/digits.py --cache outputs/digits-cache
+    python benchmarks/digits.py --search-stages 1 --cache outputs/digits-cache   # the committed tables
     python benchmarks/digits.py --part render
     python benchmarks/digits.py --quick
 """

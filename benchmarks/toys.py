@@ -5,8 +5,9 @@ the same data, batch, optimizer, learning-rate schedule and evaluation; the time
 EMA and the learning rate are tuned for every method, with its own knobs, by the same staged search of
 8 settings per method and toy (`common.SEARCH_REDUCED`; `--search full`: the 12 of `common.SEARCH`),
 on seed 100; the table reports seeds 0-2 with the selected settings, at equal steps and at equal
-wall-clock time. The default budget (600 steps, batch 256, width 128) is what fits a shared 2-core
-machine in about half an hour; `--steps` and `--search full` run a larger protocol.
+wall-clock time. The default budget is 600 steps, batch 256, width 128; the committed tables ran it with
+`--search-stages 1` (4 settings per method and toy), which took about 40 minutes of wall time on a
+2-core machine shared with other jobs; `--steps` and `--search full` run a larger protocol.
 
 Parts (`--part`, default all, in this order; each reads what the previous ones wrote):
 
@@ -18,7 +19,7 @@ Parts (`--part`, default all, in this order; each reads what the previous ones w
 
 Usage:
 
-    python benchmarks/toys.py --cache outputs/toys-cache   # everything (about 30 min on 2 CPU cores)
+    python benchmarks/toys.py --search-stages 1 --cache outputs/toys-cache   # the committed tables
     python benchmarks/toys.py --part render    # rewrite toys.md from the committed JSON
     python benchmarks/toys.py --quick          # CI smoke run: tiny budget, one toy (into outputs/)
 """
