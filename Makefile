@@ -50,9 +50,11 @@ docs-figures: install  ## redraw the docs' figures and rewrite the tutorial's ou
 docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
 
-bench-quick: install
-	$(PY) benchmarks/step_cost.py --quick
-	$(PY) benchmarks/quality.py --quick
+bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go to outputs/bench-quick)
+	$(PY) benchmarks/step_cost.py --quick --out-dir outputs/bench-quick
+	$(PY) benchmarks/toys.py --quick
+	$(PY) benchmarks/digits.py --quick
+	$(PY) benchmarks/demo_budget.py --quick
 
 dist: install  ## build the wheel and the sdist into dist/, check them and install each into a fresh venv
 	rm -rf dist
