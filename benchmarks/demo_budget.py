@@ -12,7 +12,7 @@ budget as the reference.
 Usage:
 
     python benchmarks/demo_budget.py            # the grid (about half an hour of CPU time)
-    python benchmarks/demo_budget.py --cells 256,512,6000 --no-reference   # the demo's default alone
+    python benchmarks/demo_budget.py --cells 128,256,4000 --no-reference   # the demo's default alone
     python benchmarks/demo_budget.py --part render
     python benchmarks/demo_budget.py --quick
 """
@@ -47,7 +47,7 @@ GRID = [  # (hidden, batch, steps)
     (384, 512, 6000),
 ]
 QUICK_GRID = [(16, 32, 20), (16, 64, 20)]
-DEMO_DEFAULT = (256, 512, 6000)
+DEMO_DEFAULT = (128, 256, 4000)  # examples/demo.py: --hidden, --batch-size, --steps
 
 
 def load_demo() -> Any:

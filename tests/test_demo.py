@@ -121,3 +121,10 @@ def test_demo_learns_the_checkerboard_in_one_step(tmp_path: Path) -> None:
     assert metrics["SoFlow, 2 NFE"]["on_support"] > 0.6
     assert metrics["flow matching, 100 Euler steps"]["on_support"] > 0.6
     assert metrics["SoFlow, 1 NFE"]["modes_covered"] == 1.0
+
+
+def test_demo_budget_benchmark_measures_the_demo_default() -> None:
+    from benchmarks import demo_budget
+
+    args = load_demo().parse_args([])
+    assert (args.hidden, args.batch_size, args.steps) == demo_budget.DEMO_DEFAULT
