@@ -6,7 +6,7 @@ export NO_MKDOCS_2_WARNING := 1
 PIP := $(PY) -m pip --disable-pip-version-check
 EXTRAS ?= test,demo,bench,examples,docs,dev
 
-.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick clean
+.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick gpu-check gpu-check-dry-run clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go t
 	$(PY) benchmarks/toys.py --quick
 	$(PY) benchmarks/digits.py --quick
 	$(PY) benchmarks/demo_budget.py --quick
+
+gpu-check:  ## the GPU check on a CUDA machine (~8 min on one H200): no install step, the machine's own torch
+	$(PYTHON) benchmarks/gpu_check.py $(ARGS)
+
+gpu-check-dry-run: install  ## the GPU check's every part at tiny sizes on CPU (CI)
+	$(PY) benchmarks/gpu_check.py --dry-run
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis
