@@ -84,13 +84,18 @@ def method_knobs(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def soflow_config(settings: dict[str, Any], steps: int) -> SoFlowConfig:
-    """`SoFlowConfig.lowdim` with the knobs of `settings` (and guidance, for class-conditional data)."""
+    """`SoFlowConfig.lowdim` with the knobs of `settings` (and guidance, for class-conditional data).
+
+    The curriculum's knobs (`r_init`, `r_end`) go to `config.curriculum`, the others to the config.
+    """
     knobs = method_knobs(settings)
+    curriculum = {k: knobs.pop(k) for k in ("r_init", "r_end") if k in knobs}
     if "guidance_scale" in settings:
         knobs["guidance"] = GuidanceConfig(
             scale=settings["guidance_scale"], drop_rate=0.1, mix_ratio=0.5, decay_time=0.8
         )
-    return SoFlowConfig.lowdim(total_steps=steps, **knobs)
+    config = SoFlowConfig.lowdim(total_steps=steps, **knobs)
+    return replace(config, curriculum=replace(config.curriculum, **curriculum))
 
 
 def make_loss(method: str, settings: dict[str, Any], steps: int, null: int | None) -> LossFn:

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [
     ("home", ["index.html"], 3),
     ("method", ["method.html", "method/index.html"], 30),
-    ("api-wrapper", ["api/wrapper.html", "api/wrapper/index.html"], 5),
+    ("api-model", ["api/model.html", "api/model/index.html"], 5),
 ]
 
 CHROMIUM_FLAGS = [
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each page")
     parser.add_argument(
-        "--also", nargs="*", default=[], metavar="PAGE", help="more pages to check, e.g. api/objective.html"
+        "--also", nargs="*", default=[], metavar="PAGE", help="more pages to check, e.g. api/training.html"
     )
     parser.add_argument("--all", action="store_true", help="check every page of the site as well")
     args = parser.parse_args(argv)

@@ -2,84 +2,99 @@
 
 SoFlow: Luo, Yuan & Liu, "SoFlow: Solution Flow Models for One-Step Generative Modeling",
 arXiv 2512.15657 (ICLR 2026). Time runs from data (t = 0) to noise (t = 1).
+
+The package root exports what a training script calls, by role: the model, training, sampling,
+guidance and the building blocks. Everything else lives in its module (`soflow_toolkit.losses`,
+`soflow_toolkit.time_sampling`, ...); subpackages such as `soflow_toolkit.toy` are imported by name.
 """
 
 from __future__ import annotations
 
-from . import time_sampling
+from ._deprecation import moved_names
+
+# isort: off
+# The model: a backbone wrapped into the solution function f(x_t, t, s).
 from .adapters import SingleTimeAdapter
-from .conditions import concat_conditions, drop_condition, select_condition
+from .wrapper import SolutionFlowWrapper, unwrap_model
+
+# Training: the objective, its settings and its step records, the functional losses, the EMA.
+from .config import SoFlowConfig
 from .ema import EMA
-from .guidance import GuidanceConfig, guidance_decay, guided_velocity, sample_drop_mask
-from .losses import (
-    LossOutput,
-    adaptive_weight,
-    consistency_terms,
-    flow_matching_loss,
-    flow_matching_terms,
-    solution_consistency_loss,
-)
-from .objective import SoFlowConfig, SoFlowDraw, SoFlowLoss, SoFlowOutput
-from .parametrization import (
-    EulerParametrization,
-    Parametrization,
-    TrigParametrization,
-    get_parametrization,
-)
-from .paths import LinearPath, NoisePath, TrigPath, get_path
+from .losses import LossOutput, flow_matching_loss, solution_consistency_loss
+from .objective import SoFlowLoss
+from .step import SoFlowDraw, SoFlowOutput
+from .time_sampling import RatioSchedule, TimePriors
+
+# Sampling: 1-NFE and few-step samplers, and plain Euler integration of the velocity.
 from .sampling import euler_sample, sample, time_grid
-from .time_sampling import (
-    RatioSchedule,
-    clamp_consistency_times,
-    consistency_times,
-    logit_normal_times,
-    ratio_schedule,
-    uniform_times,
-)
-from .wrapper import SolutionFlowWrapper, call_backbone, unwrap_model
+
+# Guidance: training-time classifier-free guidance and condition dropping.
+from .conditions import drop_condition, sample_drop_mask
+from .guidance import GuidanceConfig, guidance_decay, guided_velocity
+
+# Building blocks: noising paths, parametrizations, time samplers, conditions, the adaptive weight.
+from .conditions import concat_conditions, select_condition
+from .losses import adaptive_weight
+from .parametrization import EulerParametrization, Parametrization, TrigParametrization, get_parametrization
+from .paths import LinearPath, NoisePath, TrigPath, get_path
+from .time_sampling import consistency_times, logit_normal_times, uniform_times
+
+# isort: on
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EMA",
-    "EulerParametrization",
-    "GuidanceConfig",
-    "LinearPath",
-    "LossOutput",
-    "NoisePath",
-    "Parametrization",
-    "RatioSchedule",
+__all__ = [  # noqa: RUF022 - grouped by role, as above
+    "__version__",
+    # the model
     "SingleTimeAdapter",
+    "SolutionFlowWrapper",
+    "unwrap_model",
+    # training
+    "EMA",
+    "LossOutput",
+    "RatioSchedule",
     "SoFlowConfig",
     "SoFlowDraw",
     "SoFlowLoss",
     "SoFlowOutput",
-    "SolutionFlowWrapper",
-    "TrigParametrization",
-    "TrigPath",
-    "__version__",
-    "adaptive_weight",
-    "call_backbone",
-    "clamp_consistency_times",
-    "concat_conditions",
-    "consistency_terms",
-    "consistency_times",
-    "drop_condition",
-    "euler_sample",
+    "TimePriors",
     "flow_matching_loss",
-    "flow_matching_terms",
-    "get_parametrization",
-    "get_path",
+    "solution_consistency_loss",
+    # sampling
+    "euler_sample",
+    "sample",
+    "time_grid",
+    # guidance
+    "GuidanceConfig",
+    "drop_condition",
     "guidance_decay",
     "guided_velocity",
-    "logit_normal_times",
-    "ratio_schedule",
-    "sample",
     "sample_drop_mask",
+    # building blocks
+    "EulerParametrization",
+    "LinearPath",
+    "NoisePath",
+    "Parametrization",
+    "TrigParametrization",
+    "TrigPath",
+    "adaptive_weight",
+    "concat_conditions",
+    "consistency_times",
+    "get_parametrization",
+    "get_path",
+    "logit_normal_times",
     "select_condition",
-    "solution_consistency_loss",
-    "time_grid",
-    "time_sampling",
     "uniform_times",
-    "unwrap_model",
 ]
+
+# Internals exported at the root before 0.1.0; they live in their modules now.
+__getattr__ = moved_names(
+    "soflow_toolkit",
+    {
+        "call_backbone": "soflow_toolkit.wrapper",
+        "flow_matching_terms": "soflow_toolkit.losses",
+        "consistency_terms": "soflow_toolkit.losses",
+        "clamp_consistency_times": "soflow_toolkit.time_sampling",
+        "ratio_schedule": "soflow_toolkit.time_sampling",
+    },
+)

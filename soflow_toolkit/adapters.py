@@ -1,7 +1,7 @@
 r"""Give a single-time backbone `backbone(x, time, cond)` the second time input of SoFlow (arXiv 2512.15657, §3).
 
 SoFlow's backbone $F_\theta(x, t, s)$ sees two times. The official backbones embed $t$ and the gap
-$t - s$ with two timestep embedders whose outputs are added. :class:`SingleTimeAdapter` does the same to
+$t - s$ with two timestep embedders whose outputs are added. [`SingleTimeAdapter`][soflow_toolkit.SingleTimeAdapter] does the same to
 an existing network that takes one time (for example one pretrained with flow matching): it copies the
 network's own time-embedding module, feeds the copy with the gap $t - s$, and adds the copy's output to
 that of the original embedding through a forward hook. The copy's output starts at exactly zero, so the
@@ -27,12 +27,14 @@ $1000\,\sigma$) need only `time_scale`.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
+
+from ._checks import check_choice, check_number
+from ._gap_branch import AddGapHook, EmbedGapHook, GapBranch, GapState, probe, zero_last_linear
+from .conditions import call_with_condition
 
 __all__ = ["SingleTimeAdapter"]
 
@@ -43,148 +45,7 @@ BackboneCall = Callable[[nn.Module, Tensor, Tensor, Any], Any]
 
 def _default_call(backbone: nn.Module, x: Tensor, time: Tensor, cond: Any) -> Any:
     """`backbone(x, time)`, `backbone(x, time, **cond)` for a dict, `backbone(x, time, cond)` otherwise."""
-    if cond is None:
-        return backbone(x, time)
-    if isinstance(cond, dict):
-        return backbone(x, time, **cond)
-    return backbone(x, time, cond)
-
-
-class _GapState:
-    """The scaled gaps of the running forward and their embedding, set only inside the adapter's forward."""
-
-    def __init__(self) -> None:
-        self.gap: Tensor | None = None
-        self.embedding: Tensor | None = None
-        self.calls = 0
-
-
-class _EmbedGapHook:
-    """Forward pre-hook on the first time-embedding module: embeds the gaps in the format of its input.
-
-    The gaps `(B,)` are reshaped like the module's time input (e.g. `time[:, None]` gives `(B, 1)`) and
-    cast to its dtype before the copied branch embeds them. A callable object (not a closure), so that
-    `copy.deepcopy` of the adapter gives the copy its own state; outside the adapter's forward (nothing
-    pending) the backbone runs unchanged.
-    """
-
-    def __init__(self, state: _GapState, branch: nn.Module, name: str) -> None:
-        self.state = state
-        self.branch = [branch]  # a list, so that the branch is not registered twice in the module tree
-        self.name = name
-
-    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        gap = self.state.gap
-        if gap is None:
-            return
-        time_input = args[0] if args else None
-        if not isinstance(time_input, Tensor) or time_input.numel() != gap.numel():
-            got = tuple(time_input.shape) if isinstance(time_input, Tensor) else type(time_input).__name__
-            raise ValueError(
-                f"the time-embedding module {self.name!r} must take the time as its first positional input "
-                f"with one value per sample ({gap.numel()} values); got {got}. Name the module that "
-                "receives the time, or pass gap_embedding="
-            )
-        gap = gap.reshape(time_input.shape)
-        gap = gap.to(time_input.dtype) if time_input.is_floating_point() else gap.round().to(time_input.dtype)
-        self.state.embedding = self.branch[0](gap)
-
-
-class _AddGapHook:
-    """Forward hook on the last time-embedding module: adds the gap embedding to its output."""
-
-    def __init__(self, state: _GapState, name: str) -> None:
-        self.state = state
-        self.name = name
-
-    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
-        if self.state.gap is None:
-            return None
-        embedding, self.state.embedding = self.state.embedding, None
-        self.state.calls += 1
-        if embedding is None:
-            raise RuntimeError(
-                f"the time-embedding module {self.name!r} ran without the first named module before it; "
-                "list the modules of time_embedding in the order the backbone calls them"
-            )
-        if not isinstance(output, Tensor):
-            raise TypeError(
-                f"the time-embedding module {self.name!r} must return a tensor; got {type(output).__name__}"
-            )
-        if output.shape != embedding.shape:
-            raise ValueError(
-                f"the gap embedding has shape {tuple(embedding.shape)} but the time-embedding module "
-                f"{self.name!r} returned shape {tuple(output.shape)}; name the module whose output is the "
-                "per-sample time embedding, or pass a matching gap_embedding"
-            )
-        return output + embedding.to(output.dtype)
-
-
-class _GapBranch(nn.Module):
-    """Modules applied in order to the `(B,)` gaps, optionally times a zero-initialised scalar gate."""
-
-    gate: nn.Parameter | None
-
-    def __init__(self, stages: Sequence[nn.Module], use_gate: bool) -> None:
-        super().__init__()
-        self.stages = nn.ModuleList(stages)
-        self.gate = nn.Parameter(torch.zeros(())) if use_gate else None
-
-    def forward(self, gap: Tensor) -> Tensor:
-        out = gap
-        for stage in self.stages:
-            # Like diffusers' UNets: the sinusoidal projection returns float32 while the MLP may be fp16.
-            weight = next(stage.parameters(), None)
-            if weight is not None and weight.is_floating_point() and out.is_floating_point():
-                out = out.to(weight.dtype)
-            out = stage(out)
-        if self.gate is not None:
-            out = out * self.gate.to(out.dtype)
-        return out
-
-
-def _zero_last_linear(module: nn.Module) -> bool:
-    """Zero the weight and bias of the module's last leaf if it is an `nn.Linear`; report success."""
-    leaves = [m for m in module.modules() if next(m.children(), None) is None]
-    if not leaves or not isinstance(leaves[-1], nn.Linear):
-        return False
-    last = leaves[-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        if last.bias is not None:
-            last.bias.zero_()
-    return True
-
-
-def _probe(branch: _GapBranch, time_scale: float) -> Tensor | None:
-    """The branch's output on gaps `[0, scale/2, scale]` shaped `(3,)` or `(3, 1)`, whichever it accepts.
-
-    None when neither format runs (the branch takes another input format) or the parameters are on the
-    meta device: nothing could be checked.
-    """
-    params = list(branch.parameters())
-    if any(p.is_meta for p in params):
-        return None
-    device = params[0].device if params else torch.device("cpu")
-    gaps = torch.tensor([0.0, 0.5, 1.0], device=device) * time_scale
-    out: Any = None
-    for shaped in (gaps, gaps[:, None]):
-        try:
-            with torch.no_grad():
-                out = branch(shaped)
-            break
-        except (RuntimeError, ValueError, TypeError, IndexError):
-            continue
-    else:
-        return None
-    if not isinstance(out, Tensor):
-        raise TypeError(f"the gap embedding must return a tensor; got {type(out).__name__}")
-    if not bool(torch.isfinite(out).all()):
-        raise ValueError(
-            "the gap embedding is not finite for gaps in [0, time_scale] (e.g. a log-time Fourier embedding "
-            "at gap 0); pass gap_embedding=<a module that is finite at 0>"
-        )
-    return out
+    return call_with_condition(backbone, x, time, cond=cond)
 
 
 def _select(result: Any, output: OutputSelector) -> Tensor:
@@ -214,7 +75,7 @@ class SingleTimeAdapter(nn.Module):
 
     with the minus sign when `reverse_time`. $G$ starts at exactly zero, so at initialisation
     $F_\theta(x, t, s) = \pm\,\text{backbone}(x, \text{time})$: wrapped in
-    :class:`~soflow_toolkit.SolutionFlowWrapper` (euler parametrization), the velocity read-out
+    [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] (euler parametrization), the velocity read-out
     $v_\theta(x, t) = F_\theta(x, t, t)$ is the backbone's own velocity in this toolkit's time direction,
     and $f_\theta(x_t, t, s) = x_t + (s - t)\,v_\theta(x_t, t)$ is one Euler step of the pretrained flow.
 
@@ -258,7 +119,7 @@ class SingleTimeAdapter(nn.Module):
             not finite at gap 0.
         TypeError: for a backbone that is not an `nn.Module`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from soflow_toolkit import SolutionFlowWrapper
@@ -291,12 +152,8 @@ class SingleTimeAdapter(nn.Module):
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be a torch.nn.Module; got {type(backbone).__name__}")
-        if isinstance(time_scale, bool) or not isinstance(time_scale, (int, float)):
-            raise TypeError(f"time_scale must be a positive number; got {type(time_scale).__name__}")
-        if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive finite number; got {time_scale!r}")
-        if zero_init not in ("auto", "linear", "gate"):
-            raise ValueError(f"zero_init must be 'auto', 'linear' or 'gate'; got {zero_init!r}")
+        check_number(time_scale, "time_scale", low=0, low_open=True)
+        check_choice(zero_init, "zero_init", ("auto", "linear", "gate"))
         names = (time_embedding,) if isinstance(time_embedding, str) else tuple(time_embedding)
         if not names or not all(isinstance(n, str) for n in names):
             raise TypeError(
@@ -313,9 +170,9 @@ class SingleTimeAdapter(nn.Module):
         self.output = output
         self.call = call
         self.gap_embedding, self.zero_init = self._build_branch(modules, gap_embedding, zero_init)
-        self._state = _GapState()
-        modules[0].register_forward_pre_hook(_EmbedGapHook(self._state, self.gap_embedding, names[0]))
-        modules[-1].register_forward_hook(_AddGapHook(self._state, names[-1]))
+        self._state = GapState()
+        modules[0].register_forward_pre_hook(EmbedGapHook(self._state, self.gap_embedding, names[0]))
+        modules[-1].register_forward_hook(AddGapHook(self._state, names[-1]))
 
     @staticmethod
     def _submodule(backbone: nn.Module, name: str) -> nn.Module:
@@ -330,15 +187,15 @@ class SingleTimeAdapter(nn.Module):
 
     def _build_branch(
         self, modules: list[nn.Module], gap_embedding: nn.Module | None, zero_init: ZeroInit
-    ) -> tuple[_GapBranch, str]:
-        def fresh(use_gate: bool) -> _GapBranch:
+    ) -> tuple[GapBranch, str]:
+        def fresh(use_gate: bool) -> GapBranch:
             stages = [gap_embedding] if gap_embedding is not None else [copy.deepcopy(m) for m in modules]
-            return _GapBranch(stages, use_gate)
+            return GapBranch(stages, use_gate)
 
         if zero_init in ("auto", "linear"):
             branch = fresh(use_gate=False)
-            zeroed = _zero_last_linear(branch.stages[-1])
-            out = _probe(branch, self.time_scale)
+            zeroed = zero_last_linear(branch.stages[-1])
+            out = probe(branch, self.time_scale)
             verified = out is not None and not bool(out.any())
             if zeroed and (verified or (zero_init == "linear" and out is None)):
                 return branch, "linear"
@@ -348,7 +205,7 @@ class SingleTimeAdapter(nn.Module):
                     "output (a check on three gaps did not give zeros); use zero_init='gate' or 'auto'"
                 )
         branch = fresh(use_gate=True)
-        _probe(branch, self.time_scale)
+        probe(branch, self.time_scale)
         return branch, "gate"
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor, cond: Any = None, **cond_kwargs: Any) -> Tensor:

@@ -115,7 +115,7 @@ def _upsample2x(images: Tensor) -> Tensor:
 
 
 def _downsample2x(images: Tensor) -> Tensor:
-    """The adjoint of :func:`_upsample2x`: filter and keep every other sample, (2H, 2W) -> (H, W)."""
+    """The adjoint of [`_upsample2x`][soflow_toolkit.augment._upsample2x]: filter and keep every other sample, (2H, 2W) -> (H, W)."""
     c = images.shape[1]
     images = F.conv2d(images, _filter(c, images, False), stride=(1, 2), padding=(0, 5), groups=c)
     return F.conv2d(images, _filter(c, images, True), stride=(2, 1), padding=(5, 0), groups=c)
@@ -148,7 +148,7 @@ def warp_affine(images: Tensor, inverse: Tensor) -> Tensor:
         TypeError: if `images` is not a floating tensor.
         ValueError: if the shapes do not match.
 
-    Example:
+    Examples:
         >>> import torch
         >>> images = torch.arange(16.0).reshape(1, 1, 4, 4)
         >>> shift = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # read x + 1
@@ -196,7 +196,7 @@ def warp_affine(images: Tensor, inverse: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    r"""The per-image parameters of one draw of :class:`AugmentPipe` (zeros where not applied).
+    r"""The per-image parameters of one draw of [`AugmentPipe`][soflow_toolkit.augment.AugmentPipe] (zeros where not applied).
 
     Args:
         xflip: `(B,)` 1 where the image is mirrored left-right, else 0.
@@ -206,7 +206,7 @@ class AugmentParams:
         aniso_angle: `(B,)` $r$ in radians, in $[-\pi, \pi)$ (0 when the frame is not rotated).
         translate: `(B, 2)` $(w_x, w_y)$; shifted by $(\sigma_t w_x W, \sigma_t w_y H)$ pixels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> pipe = AugmentPipe(p=1.0)
         >>> params = pipe.sample_params(4, generator=torch.Generator().manual_seed(0))
@@ -244,9 +244,9 @@ class AugmentParams:
 
 
 class AugmentOutput(NamedTuple):
-    """Augmented images `(B, C, H, W)` and their labels `(B, 6)`, as returned by :class:`AugmentPipe`.
+    """Augmented images `(B, C, H, W)` and their labels `(B, 6)`, as returned by [`AugmentPipe`][soflow_toolkit.augment.AugmentPipe].
 
-    Example:
+    Examples:
         >>> import torch
         >>> images, labels = AugmentPipe()(torch.zeros(2, 3, 8, 8))
         >>> labels.shape
@@ -274,7 +274,7 @@ class AugmentPipe:
     The defaults are the official settings. Each transform is applied to an image independently with
     probability $\min(1, p \cdot m)$ for its multiplier $m$: the x-flip then mirrors with
     probability 1/2; the geometric transforms compose, as a map from input to output, scale, then
-    anisotropic scaling, then translation, executed in one resampling by :func:`warp_affine`. Images
+    anisotropic scaling, then translation, executed in one resampling by [`warp_affine`][soflow_toolkit.augment.warp_affine]. Images
     that draw no geometric transform are returned unchanged (bit-exact), and so is every image at
     $p = 0$. Colour transforms (not used by the official run) are not implemented.
 
@@ -292,7 +292,7 @@ class AugmentPipe:
     Raises:
         ValueError: if a setting is negative or not finite, or a probability exceeds 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> augment = AugmentPipe()
         >>> images = torch.rand(8, 3, 32, 32) * 2 - 1
@@ -347,10 +347,10 @@ class AugmentPipe:
             generator: random generator on `device` (default: torch's global one).
             device: where to draw (default: the generator's device, else CPU).
             dtype: floating dtype of the draws and the parameters (float32, or float64 for float64
-                images as in :meth:`__call__`).
+                images as in [`__call__`][soflow_toolkit.augment.AugmentPipe.__call__]).
 
         Returns:
-            :class:`AugmentParams` with `(B,)` (and `(B, 2)`) tensors.
+            [`AugmentParams`][soflow_toolkit.augment.AugmentParams] with `(B,)` (and `(B, 2)`) tensors.
 
         Raises:
             ValueError: if `batch` < 0.
@@ -398,7 +398,7 @@ class AugmentPipe:
         $S = \operatorname{diag}(s, s)$ with $s = 2^{\sigma_s w_s}$;
         $A = R(-r)\operatorname{diag}(a, 1/a)R(r)$ with $a = 2^{\sigma_a w_a}$ and $R$ the rotation
         matrix; $T$ the shift by $(\sigma_t w_x W, \sigma_t w_y H)$; in the centred pixel coordinates
-        of :func:`warp_affine`.
+        of [`warp_affine`][soflow_toolkit.augment.warp_affine].
         """
         like = params.scale
         s = torch.exp2(params.scale * self.scale_std)

@@ -1,21 +1,164 @@
-"""Conditions of any structure: per-sample replacement, selection and concatenation.
+"""Conditions of any structure: the calling convention, batch checks, drop masks and null conditions.
 
-A condition is whatever the backbone takes after `(x, t, s)`: `None`, a tensor whose first dimension
+A condition is whatever the backbone takes after its inputs: `None`, a tensor whose first dimension
 is the batch (class labels `(B,)`, embeddings `(B, E)`, token states `(B, L, E)`), a dict of such
 tensors (passed to the backbone as keyword arguments), or a list/tuple with one item per sample.
+
+Public: [`drop_condition`][soflow_toolkit.drop_condition],
+[`sample_drop_mask`][soflow_toolkit.sample_drop_mask],
+[`select_condition`][soflow_toolkit.select_condition] and
+[`concat_conditions`][soflow_toolkit.concat_conditions]. The wrapper, the adapter, the losses and the
+objective share the rest: `call_with_condition` (the calling convention and its error messages),
+`check_condition_batch`, `check_drop_mask`, `prepare_conditions` (drop, then build the all-null
+condition of guidance) and `explain_null_class`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ._checks import expand_like
+from . import _rng
+from ._checks import check_number, expand_like
 
-__all__ = ["concat_conditions", "drop_condition", "select_condition"]
+__all__ = ["concat_conditions", "drop_condition", "sample_drop_mask", "select_condition"]
+
+
+# --- calling a backbone -------------------------------------------------------------------------------
+
+
+def _describe(cond: Any) -> str:
+    if isinstance(cond, Tensor):
+        return f"a tensor of shape {tuple(cond.shape)}"
+    if isinstance(cond, dict):
+        return f"a dict with keys {sorted(cond)}"
+    if isinstance(cond, (list, tuple)):
+        return f"a {type(cond).__name__} of {len(cond)} items"
+    return f"a {type(cond).__name__}"
+
+
+def _mismatch(fn: Callable[..., Any], num_inputs: int, cond: Any) -> str | None:
+    """Why `fn` cannot take `cond` after `num_inputs` inputs, or None if its signature accepts it."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    inputs = [None] * num_inputs
+    try:
+        signature.bind(*inputs, **cond) if isinstance(cond, dict) else signature.bind(*inputs, cond)
+        return None
+    except TypeError:
+        pass
+    name = type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__name__", repr(fn))
+    try:
+        signature.bind(*inputs)
+    except TypeError:
+        return (
+            f"the backbone {name} cannot take the condition it was given ({_describe(cond)}): its "
+            f"forward{signature} does not accept it (a dict condition is passed as keyword arguments, "
+            "anything else as one positional argument after the inputs)"
+        )
+    return (
+        f"the backbone {name} takes no condition (forward{signature}) but was given one "
+        f"({_describe(cond)}): pass cond=None, or give its forward a condition argument"
+    )
+
+
+def call_with_condition(fn: Callable[..., Any], *inputs: Any, cond: Any = None) -> Any:
+    """`fn(*inputs)` for no condition, `fn(*inputs, **cond)` for a dict, `fn(*inputs, cond)` otherwise.
+
+    A ``TypeError`` raised because `fn`'s signature cannot take the condition (checked only after the
+    call failed) is replaced by one that says so; any other error passes through unchanged.
+    """
+    try:
+        if cond is None:
+            return fn(*inputs)
+        if isinstance(cond, dict):
+            return fn(*inputs, **cond)
+        return fn(*inputs, cond)
+    except TypeError as error:
+        problem = None if cond is None else _mismatch(fn, len(inputs), cond)
+        if problem is None:
+            raise
+        raise TypeError(problem) from error
+
+
+def check_condition_batch(cond: Any, batch: int, name: str = "cond") -> None:
+    """Raise ``ValueError`` if a tensor or list condition's batch size differs from the data's.
+
+    Dict conditions are not inspected: they may carry tensors shared by the whole batch.
+    """
+    if isinstance(cond, Tensor) and (cond.ndim == 0 or cond.shape[0] != batch):
+        got = "a 0-d tensor" if cond.ndim == 0 else f"{cond.shape[0]} samples"
+        raise ValueError(f"batch sizes disagree: the data has {batch} samples but {name} has {got}")
+    if isinstance(cond, (list, tuple)) and len(cond) != batch:
+        raise ValueError(f"batch sizes disagree: the data has {batch} samples but {name} has {len(cond)}")
+
+
+def _null_class(null_cond: Any) -> int | None:
+    if isinstance(null_cond, int) and not isinstance(null_cond, bool):
+        return null_cond
+    if isinstance(null_cond, dict):
+        found = [_null_class(value) for value in null_cond.values()]
+        return next((value for value in found if value is not None), None)
+    return None
+
+
+@contextlib.contextmanager
+def explain_null_class(null_cond: Any) -> Iterator[None]:
+    """Add the null-class row to an ``IndexError`` raised while the backbone saw the null class.
+
+    Use it around forwards that received dropped or all-null conditions; `null_cond` None (or not a
+    class index) leaves errors unchanged.
+    """
+    try:
+        yield
+    except IndexError as error:
+        null = _null_class(null_cond)
+        if null is None:
+            raise
+        raise IndexError(
+            f"the backbone raised IndexError ({error}) on labels that include the null class {null}: a "
+            f"class-embedding table needs num_classes + 1 rows, the last one (row {null}) being the null "
+            "class of dropped conditions and of the unconditional velocity, e.g. "
+            "nn.Embedding(num_classes + 1, dim)"
+        ) from error
+
+
+# --- drop masks and null conditions -------------------------------------------------------------------
+
+
+def sample_drop_mask(
+    batch: int,
+    drop_rate: float,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Draw the condition-drop mask of classifier-free guidance: $m_i \sim \text{Bernoulli}(p)$.
+
+    Args:
+        batch: number of samples B.
+        drop_rate: the probability $p \in [0, 1]$ that a sample's condition is dropped.
+        device: device of the mask (default: the generator's device, else CPU).
+        generator: random generator (the draw happens on its device).
+
+    Returns:
+        bool tensor `(B,)`, True = drop.
+
+    Examples:
+        >>> import torch
+        >>> sample_drop_mask(4, 0.0)
+        tensor([False, False, False, False])
+    """
+    check_number(drop_rate, "drop_rate", low=0, high=1)
+    return _rng.Draw(generator, device).rand(batch) < drop_rate
 
 
 def check_drop_mask(drop_mask: Any, batch: int | None) -> Tensor:
@@ -74,7 +217,7 @@ def drop_condition(cond: Any, drop_mask: Tensor, null_cond: Any) -> Any:
         TypeError: for a mask that is not bool, or a condition/null pair of unsupported types.
         ValueError: for batch sizes that disagree or a null tensor of the wrong shape.
 
-    Example:
+    Examples:
         >>> import torch
         >>> labels = torch.tensor([3, 1, 2])
         >>> drop_condition(labels, torch.tensor([False, True, False]), null_cond=10)
@@ -113,6 +256,39 @@ def _drop(cond: Any, drop_mask: Tensor, null_cond: Any, name: str) -> Any:
     )
 
 
+def prepare_conditions(
+    cond: Any, null_cond: Any, batch: int, *, drop_mask: Tensor | None, guided: bool
+) -> tuple[Any, Any]:
+    """Check the conditions of a step; return the condition after dropping and the all-null one.
+
+    The second value is None unless `guided` (it conditions the unconditional velocity of guidance).
+
+    Raises:
+        ValueError: for a batch size that disagrees, a drop mask or guidance without `cond` or
+            `null_cond`.
+    """
+    check_condition_batch(cond, batch)
+    if drop_mask is not None:
+        if null_cond is None:
+            raise ValueError("a drop_mask needs a null_cond (e.g. num_classes for labels)")
+        if cond is None:
+            raise ValueError("a drop_mask needs a condition to drop: pass cond")
+        drop_mask = check_drop_mask(drop_mask, batch)
+        where = cond.device if isinstance(cond, Tensor) else drop_mask.device
+        cond = drop_condition(cond, drop_mask.to(where), null_cond)
+    uncond = None
+    if guided:
+        if cond is None:
+            raise ValueError("guidance with scale > 1 needs a condition: pass cond")
+        if null_cond is None:
+            raise ValueError("guidance with scale > 1 needs a null_cond for the unconditional velocity")
+        uncond = drop_condition(cond, torch.ones(batch, dtype=torch.bool), null_cond)
+    return cond, uncond
+
+
+# --- selecting and concatenating ----------------------------------------------------------------------
+
+
 def select_condition(cond: Any, index: Tensor | slice) -> Any:
     """Select samples of a condition along its batch dimension.
 
@@ -123,7 +299,7 @@ def select_condition(cond: Any, index: Tensor | slice) -> Any:
     Returns:
         The selected condition, same structure.
 
-    Example:
+    Examples:
         >>> import torch
         >>> select_condition({"y": torch.arange(4)}, slice(1, 3))
         {'y': tensor([1, 2])}
@@ -146,7 +322,14 @@ def select_condition(cond: Any, index: Tensor | slice) -> Any:
 def concat_conditions(conds: Sequence[Any]) -> Any:
     """Concatenate conditions of the same structure along the batch dimension.
 
-    Example:
+    Args:
+        conds: conditions of one structure (all None, all tensors, all dicts with the same keys, or all
+            lists/tuples).
+
+    Returns:
+        One condition whose batch is the concatenation of theirs.
+
+    Examples:
         >>> import torch
         >>> concat_conditions([torch.tensor([1]), torch.tensor([2, 3])])
         tensor([1, 2, 3])

@@ -1,7 +1,7 @@
 r"""Exponential moving average of model weights, as used by the official recipes.
 
 $\bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta$ every `every` calls of
-:meth:`EMA.update`, optionally kept in a wider dtype (the CIFAR-10 recipe keeps float64 averages and
+[`EMA.update`][soflow_toolkit.EMA.update], optionally kept in a wider dtype (the CIFAR-10 recipe keeps float64 averages and
 updates every 16 steps; ImageNet updates every step in the parameters' dtype). With `warmup=True` the
 decay starts small and grows to $\gamma$, so that short runs do not average in the initial weights.
 """
@@ -32,7 +32,7 @@ class EMA:
     r"""Exponential moving average of a model's floating parameters and buffers.
 
     $\bar\theta \leftarrow \gamma_k\,\bar\theta + (1 - \gamma_k)\,\theta$ on every `every`-th call of
-    :meth:`update`, $k = 0, 1, \dots$ counting the applied updates (the first average is the initial
+    [`update`][soflow_toolkit.EMA.update], $k = 0, 1, \dots$ counting the applied updates (the first average is the initial
     weights), with
 
     $$\gamma_k = \gamma \quad\text{or, with warm-up,}\quad \gamma_k = \min\Big(\gamma, \frac{1 + k}{10 + k}\Big).$$
@@ -45,14 +45,14 @@ class EMA:
     and later the usual horizon $1/(1 - \gamma)$.
 
     Args:
-        model: the model to average (a :class:`~soflow_toolkit.SolutionFlowWrapper`, possibly inside
+        model: the model to average (a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper], possibly inside
             DDP or `torch.compile`, or any module).
         decay: $\gamma \in [0, 1)$.
         every: apply the update on every `every`-th call (1 = every step).
         dtype: dtype of the averages (e.g. `torch.float64`); default: each tensor's own dtype.
         warmup: use the warm-up decay $\min(\gamma, (1 + k)/(10 + k))$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Linear(2, 2)
@@ -70,10 +70,10 @@ class EMA:
         >>> warm = EMA(net, decay=0.999, warmup=True)
         >>> with torch.no_grad():
         ...     _ = net.weight.add_(1.0)
-        >>> warm.current_decay, round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        >>> warm.current_decay, round(float((warm.shadow["weight"] - net.weight.detach()).max()), 3)
         (0.1, -1.0)
         >>> warm.update(net)
-        >>> round(warm.current_decay, 4), round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        >>> round(warm.current_decay, 4), round(float((warm.shadow["weight"] - net.weight.detach()).max()), 3)
         (0.1818, -0.1)
     """
 
@@ -103,7 +103,7 @@ class EMA:
 
     @property
     def current_decay(self) -> float:
-        """The decay $\gamma_k$ that the next applied update uses."""
+        r"""The decay $\gamma_k$ that the next applied update uses."""
         if not self.warmup:
             return self.decay
         k = self.num_calls // self.every  # updates applied so far
@@ -146,7 +146,7 @@ class EMA:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (a state saved before `warmup` existed loads as no warm-up)."""
+        """Restore what [`state_dict`][soflow_toolkit.EMA.state_dict] saved (a state saved before `warmup` existed loads as no warm-up)."""
         shadow = state["shadow"]
         if shadow.keys() != self.shadow.keys():
             raise ValueError("the saved EMA holds different parameter names than this EMA")

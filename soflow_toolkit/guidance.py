@@ -11,23 +11,21 @@ and a sample whose condition was dropped keeps the plain target $v$.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ._checks import expand_like
-from .conditions import drop_condition
+from ._checks import check_number, expand_like
+from ._deprecation import moved_names
 
-__all__ = [
-    "GUIDANCE_DECAY_RATE",
-    "GuidanceConfig",
-    "drop_condition",
-    "guidance_decay",
-    "guided_velocity",
-    "sample_drop_mask",
-]
+__all__ = ["GUIDANCE_DECAY_RATE", "GuidanceConfig", "guidance_decay", "guided_velocity"]
+
+# Condition dropping lives in `conditions`; these two names were re-exported here before 0.1.0.
+__getattr__ = moved_names(
+    "soflow_toolkit.guidance",
+    {"drop_condition": "soflow_toolkit.conditions", "sample_drop_mask": "soflow_toolkit.conditions"},
+)
 
 GUIDANCE_DECAY_RATE = 0.025
 """The constant $k$ of the decay $\\kappa(t)$ (official value)."""
@@ -43,12 +41,12 @@ class GuidanceConfig:
         mix_ratio: $m \in [0, 1]$, weight of the guided target against the model's own (stop-gradient)
             conditional prediction; 1 uses the guided target alone.
         decay_time: $\tau \in [0, 1]$; guidance is applied fully for $t \le \tau$ and fades out towards
-            $t = 1$ (see :func:`guidance_decay`); $\tau \ge 1$ disables the fade.
+            $t = 1$ (see [`guidance_decay`][soflow_toolkit.guidance_decay]); $\tau \ge 1$ disables the fade.
 
     Raises:
         ValueError: for a scale below 1 or a drop rate, mix ratio or decay time outside [0, 1].
 
-    Example:
+    Examples:
         >>> GuidanceConfig(scale=3.0, drop_rate=0.1, mix_ratio=0.25, decay_time=0.8).enabled
         True
     """
@@ -59,16 +57,9 @@ class GuidanceConfig:
     decay_time: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("scale", "drop_rate", "mix_ratio", "decay_time"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"GuidanceConfig.{name} must be a finite number; got {value!r}")
-        if self.scale < 1:
-            raise ValueError(f"GuidanceConfig.scale must be >= 1 (1 = no guidance); got {self.scale}")
+        check_number(self.scale, "GuidanceConfig.scale", low=1, note=" (1 = no guidance)")
         for name in ("drop_rate", "mix_ratio", "decay_time"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"GuidanceConfig.{name} must lie in [0, 1]; got {value}")
+            check_number(getattr(self, name), f"GuidanceConfig.{name}", low=0, high=1)
 
     @property
     def enabled(self) -> bool:
@@ -96,7 +87,7 @@ def guidance_decay(t: Tensor, decay_time: float, rate: float = GUIDANCE_DECAY_RA
     Returns:
         $\kappa(t)$, shape `(B,)`, in `t`'s dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> guidance_decay(torch.tensor([0.5, 0.9, 1.0]), decay_time=0.8)
         tensor([1.0000, 0.0247, 0.0000])
@@ -136,7 +127,7 @@ def guided_velocity(
     Raises:
         ValueError: if `mix_ratio < 1` and `v_cond` is missing.
 
-    Example:
+    Examples:
         >>> import torch
         >>> v, v_u = torch.ones(2, 3), torch.zeros(2, 3)
         >>> g = GuidanceConfig(scale=3.0)
@@ -152,33 +143,3 @@ def guided_velocity(
     if drop_mask is not None:
         target = torch.where(expand_like(drop_mask, v), v, target)
     return target.detach()
-
-
-def sample_drop_mask(
-    batch: int,
-    drop_rate: float,
-    *,
-    device: torch.device | str | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Draw the condition-drop mask: each sample is dropped independently with probability `drop_rate`.
-
-    Args:
-        batch: number of samples B.
-        drop_rate: probability in [0, 1].
-        device: device of the mask.
-        generator: random generator.
-
-    Returns:
-        bool tensor `(B,)`, True = drop.
-
-    Example:
-        >>> import torch
-        >>> sample_drop_mask(4, 0.0)
-        tensor([False, False, False, False])
-    """
-    if not 0 <= drop_rate <= 1:
-        raise ValueError(f"drop_rate must lie in [0, 1]; got {drop_rate}")
-    if generator is not None and device is None:
-        device = generator.device
-    return torch.rand(batch, device=device, generator=generator) < drop_rate

@@ -1,36 +1,27 @@
-r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; docs: method, the flow matching loss; the solution consistency loss; guidance).
+r"""SoFlow's two losses as pure functions (SoFlow, arXiv 2512.15657; docs: method, the two losses; guidance).
 
-- :func:`flow_matching_loss`: the velocity read-out $v_\theta(x_t, t)$ regressed on the path's velocity
-  (or the guided target), with the adaptive weight $w = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}) + \epsilon)^p)$.
-- :func:`solution_consistency_loss`: the JVP-free consistency between $f_\theta(x_t, t, s)$ and the
-  stop-gradient target $f_\theta(x_l, l, s)$ one Euler step closer to $s$.
-
-Both take explicit noise and times so that they are deterministic; the combined training objective
-(:class:`~soflow_toolkit.SoFlowLoss`) draws them and evaluates the network fewer times.
+[`flow_matching_loss`][soflow_toolkit.flow_matching_loss] and
+[`solution_consistency_loss`][soflow_toolkit.solution_consistency_loss] take explicit noise and times,
+so they are deterministic; [`SoFlowLoss`][soflow_toolkit.SoFlowLoss] draws them and evaluates the
+network fewer times, with the same arithmetic: the `*_terms` functions, which compute the losses from
+network outputs already at hand. With the wrapper's `check_inputs` on, the values of a call (data,
+noise, times, backbone outputs) are verified with one host synchronisation.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import (
-    as_times,
-    check_batch,
-    check_cond_batch,
-    check_consistency_times,
-    check_in_unit_interval,
-    check_same_shape,
-    expand_like,
-)
+from ._checks import ValueChecks, as_times, check_batch, check_number, check_same_shape, expand_like
 from ._rng import RandomState
-from .conditions import check_drop_mask, drop_condition
+from .conditions import explain_null_class, prepare_conditions
 from .guidance import GuidanceConfig, guided_velocity
-from .wrapper import unwrap_model
+from .wrapper import evaluate_backbone, evaluate_velocity, unwrap_model
 
 __all__ = [
     "LossOutput",
@@ -53,6 +44,12 @@ class LossOutput:
         weight: scalar, mean adaptive weight over the batch.
         per_sample_mse: `(B,)`, mean squared residual of each sample.
         per_sample_weight: `(B,)`, adaptive weight of each sample.
+
+    Examples:
+        >>> import torch
+        >>> out = flow_matching_terms(torch.ones(4, 2), torch.zeros(4, 2), torch.ones(4), p=1.0, eps=0.01)
+        >>> out.per_sample_mse.shape, round(float(out.weight), 4)
+        (torch.Size([4]), 0.9901)
     """
 
     loss: Tensor
@@ -73,7 +70,7 @@ def adaptive_weight(per_sample_mse: Tensor, p: float, eps: float) -> Tensor:
     Returns:
         `(B,)` weights, detached.
 
-    Example:
+    Examples:
         >>> import torch
         >>> adaptive_weight(torch.tensor([0.99, 3.99]), p=1.0, eps=0.01)
         tensor([1.0000, 0.2500])
@@ -83,6 +80,13 @@ def adaptive_weight(per_sample_mse: Tensor, p: float, eps: float) -> Tensor:
 
 def _per_sample_mean(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def _output(loss: Tensor, per_sample_mse: Tensor, weight: Tensor) -> LossOutput:
+    mse = per_sample_mse.detach()
+    return LossOutput(
+        loss=loss, mse=mse.mean(), weight=weight.mean(), per_sample_mse=mse, per_sample_weight=weight
+    )
 
 
 def flow_matching_terms(
@@ -102,17 +106,17 @@ def flow_matching_terms(
         eps: adaptive-weight offset.
 
     Returns:
-        A :class:`LossOutput`.
+        A [`LossOutput`][soflow_toolkit.LossOutput].
+
+    Examples:
+        >>> import torch
+        >>> out = flow_matching_terms(torch.ones(1, 2), torch.tensor([[0.0, 2.0]]), torch.ones(1), p=0.0, eps=0.01)
+        >>> float(out.mse), float(out.loss)
+        (1.0, 1.0)
     """
     per_sample_mse = _per_sample_mean((v_pred - v_target).pow(2))
     weight = adaptive_weight(per_sample_mse, p, eps) / db_ds.abs()
-    return LossOutput(
-        loss=(weight * per_sample_mse).mean(),
-        mse=per_sample_mse.detach().mean(),
-        weight=weight.mean(),
-        per_sample_mse=per_sample_mse.detach(),
-        per_sample_weight=weight,
-    )
+    return _output((weight * per_sample_mse).mean(), per_sample_mse, weight)
 
 
 def consistency_terms(
@@ -145,71 +149,45 @@ def consistency_terms(
         eps: adaptive-weight offset.
 
     Returns:
-        A :class:`LossOutput` whose `loss` is the surrogate.
+        A [`LossOutput`][soflow_toolkit.LossOutput] whose `loss` is the surrogate.
+
+    Examples:
+        >>> import torch
+        >>> f_online, f_target = torch.ones(1, 2), torch.full((1, 2), 0.5)  # q = (1 - 0.5) / (1 - 0.5)
+        >>> t, l, b = torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([-1.0])
+        >>> out = consistency_terms(torch.ones(1, 2), f_online, f_target, t, l, b, p=0.0, eps=0.01)
+        >>> float(out.mse), float(out.loss)
+        (1.0, -1.0)
     """
     quotient = (f_online - f_target) / expand_like(t - l, f_online)
     per_sample_mse = _per_sample_mean(quotient.pow(2))
     weight = adaptive_weight(per_sample_mse, p, eps)
     scaled = (quotient * expand_like(weight, quotient)).detach()
     surrogate = torch.sign(b) * _per_sample_mean(backbone_output * scaled)
-    return LossOutput(
-        loss=surrogate.mean(),
-        mse=per_sample_mse.detach().mean(),
-        weight=weight.mean(),
-        per_sample_mse=per_sample_mse.detach(),
-        per_sample_weight=weight,
-    )
+    return _output(surrogate.mean(), per_sample_mse, weight)
 
 
-def _check_hyper(p: float, eps: float) -> None:
-    if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 0):
-        raise ValueError(f"p must be a finite number >= 0; got {p!r}")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
-
-
-def prepare_conditions(
-    cond: Any,
+def _setup(
+    model: nn.Module,
+    data: Tensor,
+    noise: Tensor,
     guidance: GuidanceConfig | None,
-    drop_mask: Tensor | None,
-    null_cond: Any,
-    batch: int,
-) -> tuple[Any, Any]:
-    """Validate the guidance inputs; return the (dropped) condition and the all-null condition.
-
-    The second value is None unless guidance is enabled.
-    """
-    if guidance is not None and not isinstance(guidance, GuidanceConfig):
-        raise TypeError(f"guidance must be a GuidanceConfig or None; got {type(guidance).__name__}")
-    check_cond_batch(cond, batch)
-    if drop_mask is not None:
-        if null_cond is None:
-            raise ValueError("a drop_mask needs a null_cond (e.g. num_classes for labels)")
-        if cond is None:
-            raise ValueError("a drop_mask needs a condition to drop: pass cond")
-        drop_mask = check_drop_mask(drop_mask, batch)
-        cond = drop_condition(cond, drop_mask.to(_device_of(cond, drop_mask)), null_cond)
-    uncond = None
-    if guidance is not None and guidance.enabled:
-        if cond is None:
-            raise ValueError("guidance with scale > 1 needs a condition: pass cond")
-        if null_cond is None:
-            raise ValueError("guidance with scale > 1 needs a null_cond for the unconditional velocity")
-        uncond = drop_condition(cond, torch.ones(batch, dtype=torch.bool), null_cond)
-    return cond, uncond
-
-
-def _device_of(cond: Any, fallback: Tensor) -> torch.device:
-    if isinstance(cond, Tensor):
-        return cond.device
-    return fallback.device
-
-
-def _check_pair(data: Tensor, noise: Tensor) -> int:
-    batch = check_batch(data, "data")
+    p: float,
+    eps: float,
+) -> tuple[Any, ValueChecks, bool]:
+    """Check the common inputs; return (the wrapper, the value checks with data and noise, guided)."""
+    check_number(p, "p", low=0)
+    check_number(eps, "eps", low=0, low_open=True)
+    check_batch(data, "data")
     check_batch(noise, "noise")
     check_same_shape(data, noise, "data", "noise")
-    return batch
+    if guidance is not None and not isinstance(guidance, GuidanceConfig):
+        raise TypeError(f"guidance must be a GuidanceConfig or None; got {type(guidance).__name__}")
+    wrapper = unwrap_model(model)
+    checks = ValueChecks(wrapper.check_inputs)
+    checks.finite("data", data)
+    checks.finite("noise", noise)
+    return wrapper, checks, guidance is not None and guidance.enabled
 
 
 def flow_matching_loss(
@@ -230,10 +208,10 @@ def flow_matching_loss(
     With $x_t = \alpha(t)\,\text{data} + \beta(t)\,\text{noise}$ and $v = \alpha'(t)\,\text{data} + \beta'(t)\,\text{noise}$:
     $\Delta = v_\theta(x_t, t \mid c) - v_{\text{tgt}}$, $\text{mse}_i = \text{mean}_D\,\Delta_i^2$,
     $w_i = 1/(|\partial_s b(t,t)|\,(\mathrm{sg}(\text{mse}_i)+\epsilon)^p)$, loss $= \text{mean}_i\,w_i\,\text{mse}_i$.
-    $v_{\text{tgt}} = v$, or the guided target of :func:`~soflow_toolkit.guided_velocity`.
+    $v_{\text{tgt}} = v$, or the guided target of [`guided_velocity`][soflow_toolkit.guided_velocity].
 
     Args:
-        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly inside DDP/FSDP/compile).
+        model: a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] (possibly inside DDP/FSDP/compile).
         data: clean samples `(B, *D)`.
         noise: Gaussian noise `(B, *D)`.
         t: times in [0, 1], `(B,)` or a float.
@@ -246,44 +224,42 @@ def flow_matching_loss(
         null_cond: the null condition (e.g. `num_classes` for labels).
 
     Returns:
-        A :class:`LossOutput`.
+        A [`LossOutput`][soflow_toolkit.LossOutput].
 
     Raises:
         ValueError: for shapes or batch sizes that disagree, times outside [0, 1], bad `p`/`eps`,
             a `drop_mask` without `null_cond`, or guidance without `cond`/`null_cond`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from soflow_toolkit import SolutionFlowWrapper
-        >>> class Net(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.lin = nn.Linear(4, 2)
+        >>> class Net(nn.Linear):  # F(x, t, s) for 2-D points
         ...     def forward(self, x, t, s):
-        ...         return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
-        >>> model = SolutionFlowWrapper(Net())
+        ...         return super().forward(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> model = SolutionFlowWrapper(Net(4, 2))
         >>> data, noise = torch.randn(16, 2), torch.randn(16, 2)
         >>> out = flow_matching_loss(model, data, noise, torch.rand(16))
         >>> out.loss.backward()
     """
-    _check_hyper(p, eps)
-    batch = _check_pair(data, noise)
-    wrapper = unwrap_model(model)
+    wrapper, checks, guided = _setup(model, data, noise, guidance, p, eps)
     path, param = wrapper.path, wrapper.parametrization
     t = as_times(t, data, "t")
-    check_in_unit_interval(t, "t")
-    cond, uncond = prepare_conditions(cond, guidance, drop_mask, null_cond, batch)
+    checks.unit_interval("t", t)
+    cond, uncond = prepare_conditions(cond, null_cond, data.shape[0], drop_mask=drop_mask, guided=guided)
 
     x_t = path.interpolate(data, noise, t)
     v = path.velocity(data, noise, t)
     x_in = x_t.to(data.dtype)
-    v_pred = param.velocity(x_t, model(x_in, t, t, cond, output="backbone"), t)
-    target = v
-    if uncond is not None and guidance is not None:
-        with torch.no_grad():
-            v_uncond = param.velocity(x_t, model(x_in, t, t, uncond, output="backbone"), t)
-        target = guided_velocity(v, v_uncond, t, guidance, v_cond=v_pred.detach(), drop_mask=drop_mask)
+    velocity = functools.partial(evaluate_velocity, model, param, x_t, x_in, t, checks=checks)
+    with explain_null_class(null_cond if guided or drop_mask is not None else None):
+        v_pred = velocity(cond, what="the backbone's output")
+        target = v
+        if uncond is not None and guidance is not None:
+            with torch.no_grad():
+                v_uncond = velocity(uncond, what="the backbone's unconditional output")
+            target = guided_velocity(v, v_uncond, t, guidance, v_cond=v_pred.detach(), drop_mask=drop_mask)
+    checks.verify()
     return flow_matching_terms(v_pred, target, param.db_ds(t), p=p, eps=eps)
 
 
@@ -309,10 +285,10 @@ def solution_consistency_loss(
     the same network with the same random state, $q = (f_t - f_l)/(t - l)$,
     $w_i = 1/(\mathrm{sg}(\text{mse}_i) + \epsilon)^p$, and the optimized surrogate
     $\text{mean}_i\,\mathrm{sign}(b(t_i,s_i))\,\text{mean}_D(F_{\theta,i}\,\mathrm{sg}(q_i w_i))$
-    (see :func:`consistency_terms`). Log `mse`, not `loss`.
+    (see [`consistency_terms`][soflow_toolkit.losses.consistency_terms]). Log `mse`, not `loss`.
 
     Args:
-        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly inside DDP/FSDP/compile).
+        model: a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] (possibly inside DDP/FSDP/compile).
         data: clean samples `(B, *D)`.
         noise: Gaussian noise `(B, *D)`.
         t: start times `(B,)` or a float.
@@ -326,58 +302,56 @@ def solution_consistency_loss(
         null_cond: the null condition.
 
     Returns:
-        A :class:`LossOutput` whose `loss` is the surrogate.
+        A [`LossOutput`][soflow_toolkit.LossOutput] whose `loss` is the surrogate.
 
     Raises:
         ValueError: for shapes that disagree, times outside [0, 1], times violating $s \le l < t$,
             bad `p`/`eps`, a `drop_mask` without `null_cond`, or guidance without `cond`/`null_cond`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from soflow_toolkit import SolutionFlowWrapper
-        >>> class Net(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.lin = nn.Linear(4, 2)
+        >>> class Net(nn.Linear):  # F(x, t, s) for 2-D points
         ...     def forward(self, x, t, s):
-        ...         return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
-        >>> model = SolutionFlowWrapper(Net())
+        ...         return super().forward(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> model = SolutionFlowWrapper(Net(4, 2))
         >>> data, noise = torch.randn(16, 2), torch.randn(16, 2)
         >>> out = solution_consistency_loss(model, data, noise, 0.9, 0.85, 0.1)
         >>> out.loss.backward()
     """
-    _check_hyper(p, eps)
-    batch = _check_pair(data, noise)
-    wrapper = unwrap_model(model)
+    wrapper, checks, guided = _setup(model, data, noise, guidance, p, eps)
     path, param = wrapper.path, wrapper.parametrization
-    t = as_times(t, data, "t")
-    l = as_times(l, data, "l")
-    s = as_times(s, data, "s")
+    t, l, s = (as_times(value, data, name) for value, name in ((t, "t"), (l, "l"), (s, "s")))
     for name, value in (("t", t), ("l", l), ("s", s)):
-        check_in_unit_interval(value, name)
-    check_consistency_times(t, l, s)
-    cond, uncond = prepare_conditions(cond, guidance, drop_mask, null_cond, batch)
+        checks.unit_interval(name, value)
+    checks.ordered(("t", "l", "s"), (t, l, s), (True, False), what="consistency times")
+    cond, uncond = prepare_conditions(cond, null_cond, data.shape[0], drop_mask=drop_mask, guided=guided)
 
     x_t = path.interpolate(data, noise, t)
     v = path.velocity(data, noise, t)
     x_in = x_t.to(data.dtype)
-    target_v = v
-    if uncond is not None and guidance is not None:
-        with torch.no_grad():
-            v_uncond = param.velocity(x_t, model(x_in, t, t, uncond, output="backbone"), t)
-            v_cond = None
-            if guidance.needs_conditional_velocity:
-                v_cond = param.velocity(x_t, model(x_in, t, t, cond, output="backbone"), t)
-        target_v = guided_velocity(v, v_uncond, t, guidance, v_cond=v_cond, drop_mask=drop_mask)
-    x_l = x_t + expand_like(l - t, x_t) * target_v
+    velocity = functools.partial(evaluate_velocity, model, param, x_t, x_in, t, checks=checks)
+    with explain_null_class(null_cond if guided or drop_mask is not None else None):
+        target_v = v
+        if uncond is not None and guidance is not None:
+            with torch.no_grad():
+                v_uncond = velocity(uncond, what="the backbone's unconditional output")
+                v_cond = None
+                if guidance.needs_conditional_velocity:
+                    v_cond = velocity(cond, what="the backbone's conditional output")
+            target_v = guided_velocity(v, v_uncond, t, guidance, v_cond=v_cond, drop_mask=drop_mask)
+        x_l = x_t + expand_like(l - t, x_t) * target_v
 
-    state = RandomState.capture(data.device)
-    online = model(x_in, t, s, cond, output="backbone")
-    after_online = RandomState.capture(data.device)
-    state.restore()
-    with torch.no_grad():
-        f_target = param.solution(x_l, model(x_l.to(data.dtype), l, s, cond, output="backbone"), l, s)
-    after_online.restore()
+        state = RandomState.capture(data.device)
+        online = evaluate_backbone(model, x_in, t, s, cond, checks=checks, what="the backbone's output")
+        after_online = RandomState.capture(data.device)
+        state.restore()
+        with torch.no_grad():
+            what = "the backbone's output at the target (x_l, l, s)"
+            target = evaluate_backbone(model, x_l.to(data.dtype), l, s, cond, checks=checks, what=what)
+        after_online.restore()
+    checks.verify()
+    f_target = param.solution(x_l, target, l, s)
     f_online = param.solution(x_t, online, t, s)
     return consistency_terms(online, f_online, f_target, t, l, param.b(t, s), p=p, eps=eps)

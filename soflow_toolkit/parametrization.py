@@ -23,7 +23,7 @@ class Parametrization:
     Subclasses implement `a`, `b` (for `(B,)` times `t`, `s`) and their $s$-derivatives at $s = t$,
     `da_ds` and `db_ds` (for `(B,)` times `t`). They must satisfy $a(t, t) = 1$ and $b(t, t) = 0$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> class Quadratic(Parametrization):
         ...     name = "quadratic"
@@ -87,7 +87,7 @@ class Parametrization:
 class EulerParametrization(Parametrization):
     r"""Euler: $a = 1$, $b = s - t$, so $f = x_t + (s - t)\,F$ and $v_\theta = F_\theta(x, t, t)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p = EulerParametrization()
         >>> p.solution(torch.ones(1, 2), torch.ones(1, 2), torch.tensor([1.0]), torch.tensor([0.0]))
@@ -112,7 +112,7 @@ class EulerParametrization(Parametrization):
 class TrigParametrization(Parametrization):
     r"""Trigonometric: $a = \cos(\pi(s - t)/2)$, $b = \sin(\pi(s - t)/2)$; $v_\theta = \tfrac{\pi}{2}F_\theta(x,t,t)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> TrigParametrization().db_ds(torch.tensor([0.3]))
         tensor([1.5708])
@@ -140,15 +140,15 @@ _PARAMETRIZATIONS: dict[str, type[Parametrization]] = {
 
 
 def get_parametrization(parametrization: str | Parametrization) -> Parametrization:
-    """Resolve a name (`"euler"`, `"trig"`) or pass a :class:`Parametrization` object through.
+    """Resolve a name (`"euler"`, `"trig"`) or pass a [`Parametrization`][soflow_toolkit.Parametrization] object through.
 
     A custom object is checked numerically for the boundary condition $a(t,t) = 1$, $b(t,t) = 0$.
 
     Raises:
         ValueError: for an unknown name, or a custom object that violates the boundary condition.
-        TypeError: for anything that is neither a string nor a :class:`Parametrization`.
+        TypeError: for anything that is neither a string nor a [`Parametrization`][soflow_toolkit.Parametrization].
 
-    Example:
+    Examples:
         >>> get_parametrization("euler")
         EulerParametrization()
     """

@@ -1,7 +1,7 @@
 """Noising paths $x_t = \\alpha(t)\\,\\text{data} + \\beta(t)\\,\\text{noise}$ (SoFlow, arXiv 2512.15657, §2).
 
 Time runs from data ($t = 0$) to noise ($t = 1$). A path is a plain Python object (not a module):
-subclass :class:`NoisePath` and implement the four coefficient methods to add your own.
+subclass [`NoisePath`][soflow_toolkit.NoisePath] and implement the four coefficient methods to add your own.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class NoisePath:
     A valid path has $\alpha(0) = 1, \beta(0) = 0$ (data at $t = 0$) and $\alpha(1) = 0, \beta(1) = 1$
     (noise at $t = 1$).
 
-    Example:
+    Examples:
         >>> import torch
         >>> class QuadraticPath(NoisePath):
         ...     name = "quadratic"
@@ -87,7 +87,7 @@ class NoisePath:
 class LinearPath(NoisePath):
     r"""The linear (rectified-flow) path: $\alpha(t) = 1 - t$, $\beta(t) = t$, so $v = \text{noise} - \text{data}$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> path = LinearPath()
         >>> data, noise = torch.zeros(2, 3), torch.ones(2, 3)
@@ -115,7 +115,7 @@ class TrigPath(NoisePath):
 
     $\alpha'(t) = -\tfrac{\pi}{2}\sin(\pi t/2)$, $\beta'(t) = \tfrac{\pi}{2}\cos(\pi t/2)$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> TrigPath().beta(torch.tensor([1.0]))
         tensor([1.])
@@ -140,13 +140,13 @@ _PATHS: dict[str, type[NoisePath]] = {"linear": LinearPath, "trig": TrigPath}
 
 
 def get_path(path: str | NoisePath) -> NoisePath:
-    """Resolve a path name (`"linear"`, `"trig"`) or pass a :class:`NoisePath` object through.
+    """Resolve a path name (`"linear"`, `"trig"`) or pass a [`NoisePath`][soflow_toolkit.NoisePath] object through.
 
     Raises:
         ValueError: for an unknown name.
-        TypeError: for anything that is neither a string nor a :class:`NoisePath`.
+        TypeError: for anything that is neither a string nor a [`NoisePath`][soflow_toolkit.NoisePath].
 
-    Example:
+    Examples:
         >>> get_path("trig")
         TrigPath()
     """

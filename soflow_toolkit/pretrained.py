@@ -1,4 +1,4 @@
-r"""The official SoFlow checkpoints: load them as a :class:`~soflow_toolkit.SolutionFlowWrapper`, and back.
+r"""The official SoFlow checkpoints: load them as a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper], and back.
 
 The official code (`github.com/zlab-princeton/SoFlow`, Luo, Yuan & Liu, arXiv 2512.15657) saves a run
 folder `config.yaml` + `ckpts/<step>.pt`, each checkpoint a `torch.save` dict with `model`,
@@ -6,14 +6,14 @@ folder `config.yaml` + `ckpts/<step>.pt`, each checkpoint a `torch.save` dict wi
 of its whole `Soflow` module, so the network's keys start with `network.`. Its checkpoints are public
 on the Hugging Face hub (repository `zlab-princeton/SoFlow`, run folders `XL-2-cond`, `UNet-uncond`).
 
-- :func:`load_official`: a run folder, a checkpoint file or `"hf:zlab-princeton/SoFlow/XL-2-cond"` ->
+- [`load_official`][soflow_toolkit.pretrained.load_official]: a run folder, a checkpoint file or `"hf:zlab-princeton/SoFlow/XL-2-cond"` ->
   a wrapper with the official path and parametrization whose `model(x, t, s, cond=labels)` is the
   official `Soflow.solution_operator(x, t, s, labels)` and `model.velocity(x, t, cond=labels)` its
   `predict_velocity`.
-- :func:`to_official_state_dict` and :func:`official_config`: the other way, so that the official
+- [`to_official_state_dict`][soflow_toolkit.pretrained.to_official_state_dict] and [`official_config`][soflow_toolkit.pretrained.official_config]: the other way, so that the official
   inference script runs a model trained here.
-- :func:`official_key_map`: the conversion map between this package's parameter names
-  (:mod:`soflow_toolkit.models`) and the official ones.
+- [`official_key_map`][soflow_toolkit.pretrained.official_key_map]: the conversion map between this package's parameter names
+  ([`soflow_toolkit.models`][soflow_toolkit.models]) and the official ones.
 
 Reading `config.yaml` needs PyYAML (`pip install "soflow-toolkit[pretrained]"`), hub references also
 `huggingface_hub` (`pip install "soflow-toolkit[hub]"`).
@@ -127,9 +127,9 @@ def _official_backbone(config: Mapping[str, Any]) -> DiT | UNet:
 def build_official(config: Mapping[str, Any] | str | os.PathLike[str]) -> SolutionFlowWrapper:
     """The network an official config describes, freshly initialised, in the official wrapper.
 
-    The backbone is :class:`~soflow_toolkit.models.DiT` (`model_type` `DiT-B-4`, `DiT-B-2`, `DiT-M-2`,
+    The backbone is [`DiT`][soflow_toolkit.models.DiT] (`model_type` `DiT-B-4`, `DiT-B-2`, `DiT-M-2`,
     `DiT-L-2`, `DiT-XL-2`; 4 channels and 1000 classes for `dataset_type: Imagenet`, 3 and 10 for
-    `CIFAR10`; the null-class row when `cfg_drop_rate > 0`) or :class:`~soflow_toolkit.models.UNet`
+    `CIFAR10`; the null-class row when `cfg_drop_rate > 0`) or [`UNet`][soflow_toolkit.models.UNet]
     (`model_type: UNet`, the official CIFAR-10 network); the path is `noising_type` (`Linear`, `Trig`),
     the parametrization `coefficient_type` (`Euler`, `Trig`).
 
@@ -137,12 +137,12 @@ def build_official(config: Mapping[str, Any] | str | os.PathLike[str]) -> Soluti
         config: the official config: a mapping or the path of a `config.yaml`.
 
     Returns:
-        A :class:`~soflow_toolkit.SolutionFlowWrapper` in training mode (as constructors return).
+        A [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] in training mode (as constructors return).
 
     Raises:
         ValueError: for a config that lacks a key or has a value the official code does not accept.
 
-    Example:
+    Examples:
         >>> cfg = {"model_type": "DiT-B-4", "dataset_type": "Imagenet", "data_size": 32,
         ...        "noising_type": "Trig", "coefficient_type": "Trig", "cfg_drop_rate": 0.1}
         >>> with torch.device("meta"):
@@ -167,8 +167,8 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
     `<working_dir>/ckpts/<step>.pt`).
 
     Args:
-        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` around a
-            :class:`~soflow_toolkit.models.DiT` or :class:`~soflow_toolkit.models.UNet` (possibly
+        model: a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] around a
+            [`DiT`][soflow_toolkit.models.DiT] or [`UNet`][soflow_toolkit.models.UNet] (possibly
             inside DDP or `torch.compile`).
         working_dir: the run folder to name in the config.
 
@@ -177,7 +177,7 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
         ValueError: for a network the official code cannot build (another size, channel or class
             count, a custom path or parametrization).
 
-    Example:
+    Examples:
         >>> from soflow_toolkit.models import UNet
         >>> with torch.device("meta"):
         ...     model = SolutionFlowWrapper(UNet())
@@ -320,10 +320,10 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
 
     Official keys carry the `network.` prefix of the official `Soflow` module. The map is one-to-one;
     the official UNet additionally stores its fixed resampling filters (`...resample_filter`), which
-    :func:`to_official_state_dict` writes and :func:`from_official_state_dict` checks.
+    [`to_official_state_dict`][soflow_toolkit.pretrained.to_official_state_dict] writes and [`from_official_state_dict`][soflow_toolkit.pretrained.from_official_state_dict] checks.
 
     Args:
-        model: a :class:`~soflow_toolkit.models.DiT` or :class:`~soflow_toolkit.models.UNet`, or a
+        model: a [`DiT`][soflow_toolkit.models.DiT] or [`UNet`][soflow_toolkit.models.UNet], or a
             wrapper around one.
 
     Returns:
@@ -333,7 +333,7 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
         TypeError: for another backbone.
         ValueError: if the backbone has parameters the official network does not have.
 
-    Example:
+    Examples:
         >>> from soflow_toolkit.models import DiT
         >>> key_map = official_key_map(DiT.from_size("T/4", input_size=8))
         >>> key_map["gap_embed.fc1.weight"], key_map["blocks.1.modulation.bias"]
@@ -376,21 +376,21 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The state dict of the official `Soflow` module holding this network (keys `network.…`).
 
     Save it as `ema_model` (and `model`) of a checkpoint `<run>/ckpts/<step>.pt`, next to a
-    `<run>/config.yaml` with :func:`official_config` (`working_dir=<run>`), and the official
+    `<run>/config.yaml` with [`official_config`][soflow_toolkit.pretrained.official_config] (`working_dir=<run>`), and the official
     `inference.py --config <run>/config.yaml --ckpt-steps <step>` samples it. To export EMA weights,
-    copy them into the model first (:meth:`soflow_toolkit.EMA.copy_to`).
+    copy them into the model first ([`soflow_toolkit.EMA.copy_to`][soflow_toolkit.EMA.copy_to]).
 
     Args:
-        model: a :class:`~soflow_toolkit.models.DiT` or :class:`~soflow_toolkit.models.UNet`, or a
+        model: a [`DiT`][soflow_toolkit.models.DiT] or [`UNet`][soflow_toolkit.models.UNet], or a
             wrapper around one.
 
     Returns:
         `{official key: tensor}` (detached; tensors share storage with the model's).
 
     Raises:
-        TypeError, ValueError: as :func:`official_key_map`.
+        TypeError, ValueError: as [`official_key_map`][soflow_toolkit.pretrained.official_key_map].
 
-    Example:
+    Examples:
         >>> from soflow_toolkit.models import DiT
         >>> net = DiT.from_size("T/4", input_size=8)
         >>> state = to_official_state_dict(net)
@@ -414,7 +414,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) ->
 
     Args:
         state_dict: the `model` or `ema_model` entry of an official checkpoint.
-        model: the receiving :class:`~soflow_toolkit.models.DiT` or :class:`~soflow_toolkit.models.UNet`
+        model: the receiving [`DiT`][soflow_toolkit.models.DiT] or [`UNet`][soflow_toolkit.models.UNet]
             (or a wrapper around one), of the architecture the checkpoint was trained with.
 
     Returns:
@@ -424,6 +424,13 @@ def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) ->
         ValueError: if keys lack the `network.` prefix, keys are missing or unexpected, shapes differ,
             or the stored resampling filters are not the network's.
         TypeError: for values that are not tensors.
+
+    Examples:
+        >>> from soflow_toolkit.models import DiT
+        >>> net = DiT.from_size("T/4", input_size=8)
+        >>> ours = from_official_state_dict(to_official_state_dict(net), net)
+        >>> net.load_state_dict(ours, strict=True)
+        <All keys matched successfully>
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"expected an official state dict (a mapping); got {type(state_dict).__name__}")
@@ -476,6 +483,12 @@ class OfficialCheckpoint:
         path: the local `.pt` file (in the hub cache for hub references).
         config: the run's official config (the keys of `config.yaml`).
         step: the training step in the file name (`ckpts/<step>.pt`), or None for another name.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> found = OfficialCheckpoint(Path("run/ckpts/400000.pt"), {"network": "DiT-B-4"}, 400000)
+        >>> found.step
+        400000
     """
 
     path: Path
@@ -567,13 +580,27 @@ def locate_official(
         config: the config instead of the run's `config.yaml`: a mapping or a path.
 
     Returns:
-        An :class:`OfficialCheckpoint`.
+        An [`OfficialCheckpoint`][soflow_toolkit.pretrained.OfficialCheckpoint].
 
     Raises:
         FileNotFoundError: for a source, config or step that does not exist.
         ValueError: for `step=` with a checkpoint file, a malformed hub reference or config.
         ImportError: for hub references without `huggingface_hub`, or `config.yaml` without PyYAML.
         RuntimeError: when the hub cannot be reached (offline) and the files are not cached.
+
+    Examples:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())  # an official run folder: config.yaml and ckpts/<step>.pt
+        >>> (run / "ckpts").mkdir()
+        >>> _ = (run / "config.yaml").write_text(
+        ...     "model_type: DiT-B-4\\ndataset_type: Imagenet\\ndata_size: 32\\nnoising_type: Linear\\n"
+        ...     "coefficient_type: Euler\\ncfg_drop_rate: 0.1\\n"
+        ... )
+        >>> for name in ("1000.pt", "2000.pt"):
+        ...     _ = (run / "ckpts" / name).write_bytes(b"")
+        >>> found = locate_official(run)  # the newest step unless step= is given
+        >>> found.step, found.path.name, found.config["model_type"]
+        (2000, '2000.pt', 'DiT-B-4')
     """
     if isinstance(source, str) and source.startswith("hf:"):
         return _locate_hub(source, step, config)
@@ -624,7 +651,7 @@ def load_official(
     config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     map_location: str | torch.device = "cpu",
 ) -> SolutionFlowWrapper:
-    r"""Load an official SoFlow checkpoint as a :class:`~soflow_toolkit.SolutionFlowWrapper`.
+    r"""Load an official SoFlow checkpoint as a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper].
 
     The wrapper has the run's path (`noising_type`) and parametrization (`coefficient_type`) and is in
     eval mode (call `.train()` to fine-tune; parameters require gradients). For the same weights and
@@ -633,7 +660,7 @@ def load_official(
     `cond=None` is the null class of the DiT and the only input of the unconditional UNet.
 
     Args:
-        source: a run folder, a checkpoint file or a hub reference, as for :func:`locate_official`.
+        source: a run folder, a checkpoint file or a hub reference, as for [`locate_official`][soflow_toolkit.pretrained.locate_official].
         weights: `"ema"` (the `ema_model` entry, what the official inference samples) or `"model"`.
         step: the step of the checkpoint in a run folder or hub reference; default: the newest.
         config: the config instead of the run's `config.yaml` (a mapping or a path).
@@ -645,9 +672,9 @@ def load_official(
     Raises:
         ValueError: for an unknown `weights`, a file that is not an official checkpoint (no dict, or no
             `ema_model` / `model` entry; the message names what is missing), or weights that do not
-            fit the config's network; see also :func:`locate_official`.
+            fit the config's network; see also [`locate_official`][soflow_toolkit.pretrained.locate_official].
 
-    Example:
+    Examples:
         One-step samples of the published DiT-XL/2 (downloads about 2.7 GB of weights once; the
         test suite runs the same calls on small official-format run folders):
 

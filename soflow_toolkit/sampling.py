@@ -4,10 +4,11 @@ r"""Few-step sampling with a solution flow model (docs: method, sampling).
 - `method="renoise"` (official, default): on the grid $t_i = 1 - i/N$, jump to the data with
   $\hat x = f_\theta(x, t_i, 0)$, re-noise to $t_{i+1}$ with fresh noise, repeat; N evaluations.
 - `method="chain"`: deterministic $x \leftarrow f_\theta(x, t_i, t_{i+1})$, ending at $s = 0$.
-- :func:`euler_sample`: plain Euler integration of the velocity read-out, the same model used as a
+- [`euler_sample`][soflow_toolkit.euler_sample]: plain Euler integration of the velocity read-out, the same model used as a
   flow-matching model.
 No guidance is applied at sampling time: a model trained with training-time guidance has learned the
-guided field, so 1 NFE stays 1 NFE.
+guided field, so 1 NFE stays 1 NFE. With the wrapper's `check_inputs` on, every network output of a
+run is checked for NaN and inf with one host synchronisation, at the end.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_times, check_batch, check_same_shape
-from .wrapper import unwrap_model
+from . import _rng
+from ._checks import (
+    ValueChecks,
+    as_times,
+    check_batch,
+    check_choice,
+    check_generator,
+    check_int,
+    check_same_shape,
+)
+from .wrapper import evaluate_velocity, unwrap_model
 
 __all__ = ["euler_sample", "sample", "time_grid"]
 
@@ -28,12 +38,17 @@ __all__ = ["euler_sample", "sample", "time_grid"]
 def time_grid(steps: int) -> list[float]:
     """The sampling grid $t_i = 1 - i/N$, $i = 0, \\dots, N-1$ (without the final 0).
 
-    Example:
+    Args:
+        steps: the number of steps N >= 1.
+
+    Returns:
+        N floats from 1 down to 1/N.
+
+    Examples:
         >>> time_grid(4)
         [1.0, 0.75, 0.5, 0.25]
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1; got {steps!r}")
+    steps = check_int(steps, "steps", minimum=1)
     return [1.0 - i / steps for i in range(steps)]
 
 
@@ -55,12 +70,12 @@ def sample(
     `"chain"` computes $x \leftarrow f_\theta(x, t_i, t_{i+1})$ with $t_N = 0$.
 
     Args:
-        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly wrapped).
+        model: a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] (possibly wrapped).
         noise: initial noise $x_1$, `(B, *D)`.
         steps: number of function evaluations N >= 1.
         cond: condition for every evaluation (e.g. class labels).
         method: `"renoise"` (official) or `"chain"` (deterministic).
-        generator: random generator for the fresh noise of `"renoise"`.
+        generator: random generator for the fresh noise of `"renoise"` (drawn on its device).
         fresh_noise: optional explicit fresh noises, `steps - 1` tensors of `noise`'s shape (makes
             `"renoise"` deterministic; `generator` is then unused).
 
@@ -68,9 +83,12 @@ def sample(
         Samples $\hat x_0$, `(B, *D)`, in `noise`'s dtype.
 
     Raises:
-        ValueError: for `steps < 1`, an unknown method, or fresh noises of the wrong number or shape.
+        ValueError: for `steps < 1`, an unknown method, fresh noises of the wrong number or shape, or
+            (checks on) non-finite noise.
+        TypeError: for `steps` that is not an int or a `generator` that is not a `torch.Generator`.
+        FloatingPointError: (checks on) for a network output with NaN or inf.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from soflow_toolkit import SolutionFlowWrapper
@@ -84,28 +102,31 @@ def sample(
     """
     check_batch(noise, "noise")
     grid = time_grid(steps)
-    if method not in ("renoise", "chain"):
-        raise ValueError(f"method must be 'renoise' or 'chain'; got {method!r}")
+    check_choice(method, "method", ("renoise", "chain"))
+    check_generator(generator)
+    wrapper = unwrap_model(model)
+    checks = ValueChecks(wrapper.check_inputs)
+    checks.finite("noise", noise)
     if fresh_noise is not None:
         if len(fresh_noise) != steps - 1:
             raise ValueError(f"fresh_noise must hold steps - 1 = {steps - 1} tensors; got {len(fresh_noise)}")
-        for eps in fresh_noise:
+        for i, eps in enumerate(fresh_noise):
             check_same_shape(noise, eps, "noise", "fresh_noise")
-    path = unwrap_model(model).path
+            checks.finite(f"fresh_noise[{i}]", eps)
     x = noise
     for i, t_i in enumerate(grid):
         last = i == steps - 1
-        if method == "chain":
-            x = model(x, t_i, 0.0 if last else grid[i + 1], cond)
+        s_i = 0.0 if method == "renoise" or last else grid[i + 1]
+        x = model(x, t_i, s_i, cond, check_inputs=False)
+        checks.finite(f"the model's output at sampling step {i + 1} of {steps} (t = {t_i:g})", x, output=True)
+        if method == "chain" or last:
             continue
-        x_hat: Tensor = model(x, t_i, 0.0, cond)
-        if last:
-            return x_hat
         if fresh_noise is not None:
             eps = fresh_noise[i].to(device=noise.device, dtype=noise.dtype)
         else:
-            eps = torch.randn(noise.shape, device=noise.device, dtype=noise.dtype, generator=generator)
-        x = path.interpolate(x_hat, eps, as_times(grid[i + 1], noise)).to(noise.dtype)
+            eps = _rng.Draw(generator, noise.device).randn(*noise.shape, dtype=noise.dtype)
+        x = wrapper.path.interpolate(x, eps, as_times(grid[i + 1], noise)).to(noise.dtype)
+    checks.verify()
     return x
 
 
@@ -123,7 +144,7 @@ def euler_sample(
     model as a flow-matching model (N evaluations).
 
     Args:
-        model: a :class:`~soflow_toolkit.SolutionFlowWrapper` (possibly wrapped).
+        model: a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] (possibly wrapped).
         noise: initial noise, `(B, *D)`.
         steps: number of Euler steps N >= 1.
         cond: condition.
@@ -131,7 +152,10 @@ def euler_sample(
     Returns:
         Samples, `(B, *D)`.
 
-    Example:
+    Raises:
+        FloatingPointError: (checks on) for a backbone output with NaN or inf.
+
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from soflow_toolkit import SolutionFlowWrapper
@@ -143,10 +167,14 @@ def euler_sample(
     """
     check_batch(noise, "noise")
     grid = [*time_grid(steps), 0.0]
-    param = unwrap_model(model).parametrization
+    wrapper = unwrap_model(model)
+    checks = ValueChecks(wrapper.check_inputs)
+    checks.finite("noise", noise)
     x = noise
-    for t_i, t_next in itertools.pairwise(grid):
+    for i, (t_i, t_next) in enumerate(itertools.pairwise(grid)):
         t = as_times(t_i, x)
-        velocity = param.velocity(x, model(x, t, t, cond, output="backbone"), t)
+        what = f"the backbone's output at Euler step {i + 1} of {steps} (t = {t_i:g})"
+        velocity = evaluate_velocity(model, wrapper.parametrization, x, x, t, cond, checks=checks, what=what)
         x = (x + (t_next - t_i) * velocity).to(noise.dtype)
+    checks.verify()
     return x

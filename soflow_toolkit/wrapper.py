@@ -12,16 +12,13 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from ._checks import (
-    as_times,
-    check_batch,
-    check_cond_batch,
-    check_in_unit_interval,
-)
+from ._checks import ValueChecks, as_times, check_batch, check_choice
+from .conditions import call_with_condition, check_condition_batch
 from .parametrization import Parametrization, get_parametrization
 from .paths import NoisePath, get_path
 
 __all__ = ["SolutionFlowWrapper", "call_backbone", "unwrap_model"]
+# Shared with the losses, the objective and the samplers: `evaluate_backbone`, `evaluate_velocity`.
 
 
 def call_backbone(backbone: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: Any = None) -> Tensor:
@@ -30,16 +27,32 @@ def call_backbone(backbone: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: An
     `backbone(x, t, s)` when `cond` is None, `backbone(x, t, s, **cond)` for a dict, and
     `backbone(x, t, s, cond)` for anything else.
 
+    Args:
+        backbone: the network $F_\theta$.
+        x: states `(B, *D)`.
+        t: start times `(B,)`.
+        s: target times `(B,)`.
+        cond: the condition, or None.
+
+    Returns:
+        $F_\theta(x, t, s, \text{cond})$, shape `(B, *D)`.
+
     Raises:
-        TypeError: if the backbone returns something other than a tensor.
+        TypeError: if the backbone returns something other than a tensor, or cannot take the
+            condition it is given.
         ValueError: if the output's shape differs from the input's.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Shift(nn.Module):
+        ...     def forward(self, x, t, s, y):
+        ...         return x + y[:, None]
+        >>> call_backbone(Shift(), torch.zeros(2, 1), torch.ones(2), torch.zeros(2), torch.tensor([1.0, 2.0]))
+        tensor([[1.],
+                [2.]])
     """
-    if cond is None:
-        out = backbone(x, t, s)
-    elif isinstance(cond, dict):
-        out = backbone(x, t, s, **cond)
-    else:
-        out = backbone(x, t, s, cond)
+    out = call_with_condition(backbone, x, t, s, cond=cond)
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the backbone must return a tensor of the input's shape; got {type(out).__name__} "
@@ -66,21 +79,24 @@ class SolutionFlowWrapper(nn.Module):
 
     Args:
         backbone: the network $F_\theta$.
-        path: the noising path, `"linear"` (default), `"trig"` or a :class:`~soflow_toolkit.NoisePath`.
-        parametrization: `"euler"` (default), `"trig"` or a :class:`~soflow_toolkit.Parametrization`.
-        check_inputs: validate that times lie in [0, 1] on every call (one host synchronisation per
-            call on GPU; shapes are always checked).
+        path: the noising path, `"linear"` (default), `"trig"` or a
+            [`NoisePath`][soflow_toolkit.NoisePath].
+        parametrization: `"euler"` (default), `"trig"` or a
+            [`Parametrization`][soflow_toolkit.Parametrization].
+        check_inputs: check the values on every call: times in [0, 1], $s \le t$, finite states and
+            backbone outputs (one host synchronisation per call on GPU; shapes are always checked).
+            The losses, the objective and the samplers follow this setting for their own checks
+            (at most one synchronisation per training step); False turns every value check off.
+        allow_s_above_t: accept $s > t$ (a map from $t$ towards the noise, which training never
+            fits); by default such a call raises ``ValueError``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
-        >>> class Net(nn.Module):
-        ...     def __init__(self):
-        ...         super().__init__()
-        ...         self.lin = nn.Linear(4, 2)
+        >>> class Net(nn.Linear):  # F(x, t, s) for 2-D points
         ...     def forward(self, x, t, s):
-        ...         return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
-        >>> model = SolutionFlowWrapper(Net())
+        ...         return super().forward(torch.cat([x, t[:, None], s[:, None]], dim=1))
+        >>> model = SolutionFlowWrapper(Net(4, 2))
         >>> x = torch.randn(8, 2)
         >>> model(x, 1.0, 0.0).shape
         torch.Size([8, 2])
@@ -98,6 +114,7 @@ class SolutionFlowWrapper(nn.Module):
         path: str | NoisePath = "linear",
         parametrization: str | Parametrization = "euler",
         check_inputs: bool = True,
+        allow_s_above_t: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
@@ -105,13 +122,19 @@ class SolutionFlowWrapper(nn.Module):
         self.backbone = backbone
         self.path = get_path(path)
         self.parametrization = get_parametrization(parametrization)
-        self.check_inputs = check_inputs
+        self.check_inputs = bool(check_inputs)
+        self.allow_s_above_t = bool(allow_s_above_t)
 
-    def _times(self, x_t: Tensor, t: Tensor | float, name: str) -> Tensor:
-        times = as_times(t, x_t, name)
-        if self.check_inputs:
-            check_in_unit_interval(times, name)
-        return times
+    def _check_times(self, checks: ValueChecks, t: Tensor, s: Tensor) -> None:
+        """Record the checks of `(t, s)` on `checks`: both in [0, 1], and `s <= t` unless allowed."""
+        checks.unit_interval("t", t)
+        checks.unit_interval("s", s)
+        if not self.allow_s_above_t:
+            hint = (
+                " (f(x_t, t, s) maps towards the data, s <= t; pass allow_s_above_t=True to the "
+                "SolutionFlowWrapper to evaluate s > t)"
+            )
+            checks.ordered(("t", "s"), (t, s), (False,), what="times", hint=hint)
 
     def forward(
         self,
@@ -121,6 +144,7 @@ class SolutionFlowWrapper(nn.Module):
         cond: Any = None,
         *,
         output: Literal["solution", "backbone"] = "solution",
+        check_inputs: bool | None = None,
     ) -> Tensor:
         r"""Evaluate $f_\theta(x_t, t, s)$ (or the raw backbone output $F_\theta$).
 
@@ -132,26 +156,38 @@ class SolutionFlowWrapper(nn.Module):
             output: `"solution"` returns $f_\theta$ in `x_t`'s dtype; `"backbone"` returns
                 $F_\theta(x_t, t, s)$ itself (the losses use it so that every forward with a
                 gradient goes through `forward`, as DDP and FSDP require).
+            check_inputs: this call's value checks; None (default) follows the wrapper's
+                `check_inputs`. The losses, the objective and the samplers pass False and check the
+                values of a whole step at once. A keyword argument, so it passes through DDP, FSDP
+                and `torch.compile`.
 
         Returns:
             A tensor of shape `(B, *D)`.
 
         Raises:
-            ValueError: for times of the wrong shape or outside [0, 1], condition batch sizes that
-                disagree, or a backbone output whose shape differs from `x_t`'s.
+            ValueError: for times of the wrong shape, outside [0, 1] or with $s > t$, a non-finite
+                `x_t`, condition batch sizes that disagree, or a backbone output whose shape differs
+                from `x_t`'s.
+            FloatingPointError: for a backbone output with NaN or inf.
         """
         batch = check_batch(x_t, "x_t")
-        t = self._times(x_t, t, "t")
-        s = self._times(x_t, s, "s")
-        check_cond_batch(cond, batch)
+        t = as_times(t, x_t, "t")
+        s = as_times(s, x_t, "s")
+        check_condition_batch(cond, batch)
+        check_choice(output, "output", ("solution", "backbone"))
+        checks = ValueChecks(self.check_inputs if check_inputs is None else check_inputs)
+        self._check_times(checks, t, s)
+        checks.finite("x_t", x_t)
         out = call_backbone(self.backbone, x_t, t, s, cond)
+        checks.finite("the backbone's output", out, output=True)
+        checks.verify()
         if output == "backbone":
             return out
-        if output != "solution":
-            raise ValueError(f"output must be 'solution' or 'backbone'; got {output!r}")
         return self.parametrization.solution(x_t, out, t, s).to(x_t.dtype)
 
-    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Any = None) -> Tensor:
+    def velocity(
+        self, x_t: Tensor, t: Tensor | float, cond: Any = None, *, check_inputs: bool | None = None
+    ) -> Tensor:
         r"""The model's velocity $v_\theta(x_t, t) = \partial_s f_\theta(x_t, t, s)|_{s=t}$.
 
         Computed in closed form as $\partial_s a(t,t)\,x_t + \partial_s b(t,t)\,F_\theta(x_t, t, t)$
@@ -161,11 +197,12 @@ class SolutionFlowWrapper(nn.Module):
             x_t: states, shape `(B, *D)`.
             t: times in [0, 1], `(B,)` or a float.
             cond: the condition.
+            check_inputs: as for `forward`.
 
         Returns:
             $v_\theta$, shape `(B, *D)`, in `x_t`'s dtype.
 
-        Example:
+        Examples:
             >>> import torch
             >>> from torch import nn
             >>> class Const(nn.Module):
@@ -175,8 +212,8 @@ class SolutionFlowWrapper(nn.Module):
             tensor([[1., 1., 1.],
                     [1., 1., 1.]])
         """
-        times = self._times(x_t, t, "t")
-        out = self(x_t, times, times, cond, output="backbone")
+        times = as_times(t, x_t, "t")
+        out = self(x_t, times, times, cond, output="backbone", check_inputs=check_inputs)
         return self.parametrization.velocity(x_t, out, times).to(x_t.dtype)
 
     def extra_repr(self) -> str:
@@ -184,7 +221,7 @@ class SolutionFlowWrapper(nn.Module):
 
 
 def unwrap_model(model: nn.Module) -> SolutionFlowWrapper:
-    """Find the :class:`SolutionFlowWrapper` inside DDP, FSDP or `torch.compile` wrappers.
+    """Find the `SolutionFlowWrapper` inside DDP, FSDP or `torch.compile` wrappers.
 
     Args:
         model: a `SolutionFlowWrapper`, possibly wrapped by `DistributedDataParallel`,
@@ -198,7 +235,7 @@ def unwrap_model(model: nn.Module) -> SolutionFlowWrapper:
     Raises:
         TypeError: if no `SolutionFlowWrapper` is found.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> class Zero(nn.Module):
@@ -220,3 +257,34 @@ def unwrap_model(model: nn.Module) -> SolutionFlowWrapper:
         f"expected a SolutionFlowWrapper (optionally inside DDP, FSDP or torch.compile); got "
         f"{type(model).__name__}. Wrap your backbone: SolutionFlowWrapper(backbone)"
     )
+
+
+def evaluate_backbone(
+    model: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: Any, *, checks: ValueChecks, what: str
+) -> Tensor:
+    """`model(x, t, s, cond, output="backbone")` without per-call checks; its output goes on `checks`.
+
+    The losses, the objective and the samplers evaluate the network through this, so that the
+    values of a whole step are verified with one host synchronisation (`checks.verify()`).
+    """
+    out: Tensor = model(x, t, s, cond, output="backbone", check_inputs=False)
+    checks.finite(what, out, output=True)
+    return out
+
+
+def evaluate_velocity(
+    model: nn.Module,
+    param: Parametrization,
+    x_t: Tensor,
+    x_in: Tensor,
+    t: Tensor,
+    cond: Any,
+    *,
+    checks: ValueChecks,
+    what: str,
+) -> Tensor:
+    """The velocity read-out $v_\\theta(x_t, t \\mid c)$ of one `evaluate_backbone` at $s = t$.
+
+    `x_in` is `x_t` in the network's input dtype; the read-out is computed with `x_t`.
+    """
+    return param.velocity(x_t, evaluate_backbone(model, x_in, t, t, cond, checks=checks, what=what), t)

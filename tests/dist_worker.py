@@ -68,10 +68,10 @@ NUM_CLASSES = 3
 def build(scenario: str) -> tuple[SolutionFlowWrapper, SoFlowConfig]:
     torch.manual_seed(0)  # identical initial weights on every rank
     if scenario == "plain":
-        return SolutionFlowWrapper(TwoTimeMLP()), SoFlowConfig(total_steps=10)
+        return SolutionFlowWrapper(TwoTimeMLP()), SoFlowConfig().with_total_steps(10)
     guidance = GuidanceConfig(scale=2.0, drop_rate=0.25, mix_ratio=0.5, decay_time=0.8)
     model = SolutionFlowWrapper(SingleTimeAdapter(LabelTimeNet(), time_embedding="time_embed"))
-    return model, SoFlowConfig(total_steps=10, guidance=guidance)
+    return model, SoFlowConfig(guidance=guidance).with_total_steps(10)
 
 
 def full(tensor: Tensor) -> Tensor:

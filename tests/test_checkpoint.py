@@ -51,7 +51,7 @@ class Run:
         torch.manual_seed(init_seed)
         self.model = SolutionFlowWrapper(SingleTimeAdapter(DropoutNet(), time_embedding="time_embed"))
         guidance = GuidanceConfig(scale=2.0, drop_rate=0.2, mix_ratio=0.5, decay_time=0.8)
-        self.objective = SoFlowLoss(SoFlowConfig(total_steps=TOTAL, guidance=guidance))
+        self.objective = SoFlowLoss(SoFlowConfig(guidance=guidance).with_total_steps(TOTAL))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-2, weight_decay=0.01)
         self.ema = EMA(self.model, decay=0.9, every=2, dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(1234)

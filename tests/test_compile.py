@@ -49,7 +49,7 @@ class SingleTimeNet(nn.Module):
 
 def config() -> SoFlowConfig:
     guidance = GuidanceConfig(scale=2.0, drop_rate=0.2, mix_ratio=0.5, decay_time=0.8)
-    return SoFlowConfig(total_steps=100, guidance=guidance)
+    return SoFlowConfig(guidance=guidance).with_total_steps(100)
 
 
 def train_side_by_side(eager: nn.Module, compiled: nn.Module, steps: int = 4) -> list[float]:

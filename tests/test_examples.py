@@ -246,7 +246,7 @@ def test_config_precedence_and_errors(tmp_path):
     with pytest.raises(ValueError, match="'B/4' -> 'B/2'"):
         checkpoint.check_resume({"model": "B/4"}, {"model": "B/2"}, ("model",))
     soflow = config.soflow_config("imagenet", 123, {"guidance": {"scale": 1.0}})
-    assert soflow.total_steps == 123
+    assert soflow.curriculum.total_steps == 123
     assert soflow.guidance.scale == 1.0
     assert soflow.fm_fraction == 0.75
 

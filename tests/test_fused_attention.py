@@ -43,7 +43,7 @@ class TokenAttentionNet(nn.Module):
 
 def guided_steps(model: nn.Module, device: str = "cpu", steps: int = 2) -> list[float]:
     guidance = GuidanceConfig(scale=2.0, drop_rate=0.2, mix_ratio=0.5, decay_time=0.8)
-    objective = SoFlowLoss(SoFlowConfig(total_steps=10, guidance=guidance))
+    objective = SoFlowLoss(SoFlowConfig(guidance=guidance).with_total_steps(10))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     losses = []

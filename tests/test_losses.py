@@ -25,10 +25,8 @@ powers = st.sampled_from([0.0, 0.5, 0.75, 1.0])
 epsilons = st.sampled_from([1e-3, 1e-2, 1.0])
 
 
-def _setup(shape, seed, path="linear", parametrization="euler", dtype=torch.float64):
-    model = SolutionFlowWrapper(
-        RandomBackbone(tuple(shape[1:]), seed=seed, dtype=dtype), path=path, parametrization=parametrization
-    )
+def _setup(make_model, shape, seed, path="linear", parametrization="euler", dtype=torch.float64):
+    model = make_model(tuple(shape[1:]), seed=seed, path=path, parametrization=parametrization, dtype=dtype)
     g = torch.Generator().manual_seed(seed + 7)
     data = torch.randn(shape, generator=g, dtype=dtype)
     noise = torch.randn(shape, generator=g, dtype=dtype)
@@ -47,8 +45,8 @@ def _per_sample_mean(x):
 
 
 @given(data=st.data(), shape=shapes(), path=paths, param=parametrizations, p=powers, eps=epsilons, seed=seeds)
-def test_flow_matching_closed_form(data, shape, path, param, p, eps, seed) -> None:
-    model, x_data, noise = _setup(shape, seed, path, param)
+def test_flow_matching_closed_form(data, shape, path, param, p, eps, seed, make_model) -> None:
+    model, x_data, noise = _setup(make_model, shape, seed, path, param)
     t = torch.tensor(data.draw(times(shape[0], unit_floats)), dtype=torch.float64)
     out = flow_matching_loss(model, x_data, noise, t, p=p, eps=eps)
 
@@ -66,9 +64,9 @@ def test_flow_matching_closed_form(data, shape, path, param, p, eps, seed) -> No
 
 
 @given(data=st.data(), shape=shapes(), path=paths, param=parametrizations, p=powers, eps=epsilons, seed=seeds)
-def test_consistency_closed_form(data, shape, path, param, p, eps, seed) -> None:
+def test_consistency_closed_form(data, shape, path, param, p, eps, seed, make_model) -> None:
     """mse, weight and the surrogate value re-derived from the definition of the consistency loss with the wrapper's own outputs."""
-    model, x_data, noise = _setup(shape, seed, path, param)
+    model, x_data, noise = _setup(make_model, shape, seed, path, param)
     t, l, s = (torch.tensor(v, dtype=torch.float64) for v in data.draw(consistency_times_batch(shape[0])))
     out = solution_consistency_loss(model, x_data, noise, t, l, s, p=p, eps=eps)
 
@@ -94,9 +92,9 @@ def test_consistency_closed_form(data, shape, path, param, p, eps, seed) -> None
     eps=epsilons,
     seed=seeds,
 )
-def test_surrogate_gradient_identity(data, shape, path, param, p, eps, seed) -> None:
+def test_surrogate_gradient_identity(data, shape, path, param, p, eps, seed, make_model) -> None:
     """docs: method, the solution consistency loss: grad of the surrogate = grad of mean_i((t-l)/|b| * 1/2 * w_i * mse_i), target and w detached."""
-    model, x_data, noise = _setup(shape, seed, path, param)
+    model, x_data, noise = _setup(make_model, shape, seed, path, param)
     t, l, s = (torch.tensor(v, dtype=torch.float64) for v in data.draw(consistency_times_batch(shape[0])))
     params = list(model.parameters())
 
@@ -116,9 +114,9 @@ def test_surrogate_gradient_identity(data, shape, path, param, p, eps, seed) -> 
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-14)
 
 
-def test_l_equal_s_uses_x_l_as_target() -> None:
+def test_l_equal_s_uses_x_l_as_target(make_model) -> None:
     """With l = s (r = 1) the target is f(x_l, s, s) = x_l, so q = (f_t - x_l)/(t - s)."""
-    model, x_data, noise = _setup((3, 2, 2), 0, "trig", "trig")
+    model, x_data, noise = _setup(make_model, (3, 2, 2), 0, "trig", "trig")
     t = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
     s = torch.tensor([0.1, 0.0, 0.2 - 1e-4], dtype=torch.float64)
     out = solution_consistency_loss(model, x_data, noise, t, s, s, p=0.0)
@@ -128,8 +126,8 @@ def test_l_equal_s_uses_x_l_as_target() -> None:
     torch.testing.assert_close(out.per_sample_mse, _per_sample_mean(q**2).detach())
 
 
-def test_loss_output_shapes() -> None:
-    model, x_data, noise = _setup((4, 3), 0)
+def test_loss_output_shapes(make_model) -> None:
+    model, x_data, noise = _setup(make_model, (4, 3), 0)
     for out in (
         flow_matching_loss(model, x_data, noise, 0.5),
         solution_consistency_loss(model, x_data, noise, 0.9, 0.8, 0.1),
@@ -150,7 +148,7 @@ def test_adaptive_weight() -> None:
     torch.testing.assert_close(adaptive_weight(mse, p=0.5, eps=0.01), torch.tensor([1.0, 0.5, 10.0]))
 
 
-def test_loss_through_a_ddp_like_wrapper_matches() -> None:
+def test_loss_through_a_ddp_like_wrapper_matches(make_model) -> None:
     class FakeDDP(nn.Module):
         def __init__(self, module):
             super().__init__()
@@ -159,7 +157,7 @@ def test_loss_through_a_ddp_like_wrapper_matches() -> None:
         def forward(self, *args, **kwargs):
             return self.module(*args, **kwargs)
 
-    model, x_data, noise = _setup((4, 3), 3)
+    model, x_data, noise = _setup(make_model, (4, 3), 3)
     t = torch.tensor([0.9, 0.6, 0.4, 0.3], dtype=torch.float64)
     plain = solution_consistency_loss(model, x_data, noise, t, t * 0.9, t * 0.1)
     wrapped = solution_consistency_loss(FakeDDP(model), x_data, noise, t, t * 0.9, t * 0.1)
@@ -365,3 +363,17 @@ def test_oracle_is_a_stationary_point_of_the_consistency_surrogate() -> None:
         grads.append(oracle.perturbation.grad * d)
     torch.testing.assert_close(grads[0], torch.zeros(3, dtype=torch.float64), rtol=0, atol=0.04)
     torch.testing.assert_close(grads[1], offset, rtol=0, atol=0.04)
+
+
+def test_one_host_synchronisation_per_loss(host_syncs, make_model) -> None:
+    """Data, noise, times and every backbone output are checked at once: one sync, none when off."""
+    for check_inputs, expected in ((True, ["__bool__"]), (False, [])):
+        model, data, noise = _setup(make_model, (4, 3), 1)
+        model.check_inputs = check_inputs
+        t = torch.tensor([0.9, 0.7, 0.5, 0.3], dtype=torch.float64)
+        with host_syncs() as calls:
+            flow_matching_loss(model, data, noise, t)
+            assert calls == expected
+        with host_syncs() as calls:
+            solution_consistency_loss(model, data, noise, t, t * 0.5, t * 0.25)
+            assert calls == expected

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import soflow_toolkit.objective as objective_module
+import soflow_toolkit.step as step_module
 from soflow_toolkit import SoFlowConfig, SoFlowLoss, SolutionFlowWrapper
 
 
@@ -34,7 +34,7 @@ class Net(nn.Module):
 def recorded_dtypes(monkeypatch):
     """Wrap the loss terms used by the objective and record the dtypes of their inputs and outputs."""
     seen: dict[str, torch.dtype] = {}
-    consistency, flow_matching = objective_module.consistency_terms, objective_module.flow_matching_terms
+    consistency, flow_matching = step_module.consistency_terms, step_module.flow_matching_terms
 
     def record_consistency(backbone_output, f_online, f_target, t, l, b, **kwargs):
         out = consistency(backbone_output, f_online, f_target, t, l, b, **kwargs)
@@ -58,8 +58,8 @@ def recorded_dtypes(monkeypatch):
         )
         return out
 
-    monkeypatch.setattr(objective_module, "consistency_terms", record_consistency)
-    monkeypatch.setattr(objective_module, "flow_matching_terms", record_flow_matching)
+    monkeypatch.setattr(step_module, "consistency_terms", record_consistency)
+    monkeypatch.setattr(step_module, "flow_matching_terms", record_flow_matching)
     return seen
 
 
@@ -69,7 +69,9 @@ def one_step(model: nn.Module, data: Tensor, config: SoFlowConfig, seed: int = 0
     return objective(model, data, draw=draw, step=0)
 
 
-@pytest.mark.parametrize("config", [SoFlowConfig(total_steps=100), SoFlowConfig.cifar10(total_steps=100)])
+@pytest.mark.parametrize(
+    "config", [SoFlowConfig().with_total_steps(100), SoFlowConfig.cifar10(total_steps=100)]
+)
 def test_bf16_autocast_loss_is_finite_close_to_float32_and_quotient_is_float32(config, recorded_dtypes):
     torch.manual_seed(0)
     model = SolutionFlowWrapper(Net())
@@ -95,15 +97,15 @@ def test_bf16_autocast_loss_is_finite_close_to_float32_and_quotient_is_float32(c
     if config.fm_fraction > 0:
         assert recorded_dtypes["fm_v_pred"] == torch.float32
     assert set(recorded_dtypes.values()) == {torch.float32}
-    assert out.consistency is not None
-    assert out.consistency.per_sample_mse.dtype == torch.float32
+    assert out.sc is not None
+    assert out.sc.per_sample_mse.dtype == torch.float32
 
 
 def test_bf16_weights_and_data_keep_times_and_quotient_in_float32(recorded_dtypes):
     torch.manual_seed(0)
     model = SolutionFlowWrapper(Net()).to(torch.bfloat16)
     data = torch.randn(32, 8, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
-    out = one_step(model, data, SoFlowConfig(total_steps=100))
+    out = one_step(model, data, SoFlowConfig().with_total_steps(100))
     out.loss.backward()
     assert torch.isfinite(out.loss)
     assert recorded_dtypes["sc_backbone_output"] == torch.bfloat16
@@ -118,7 +120,7 @@ def test_cuda_autocast_loss_is_finite_and_close_to_float32(dtype):
     torch.manual_seed(0)
     model = SolutionFlowWrapper(Net()).cuda()
     data = torch.randn(64, 8, generator=torch.Generator().manual_seed(1)).cuda()
-    config = SoFlowConfig(total_steps=100)
+    config = SoFlowConfig().with_total_steps(100)
     reference = one_step(model, data, config)
     with torch.autocast("cuda", dtype=dtype):
         out = one_step(model, data, config)

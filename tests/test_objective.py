@@ -1,6 +1,7 @@
 """Tests of the combined training objective `SoFlowLoss` and its `SoFlowConfig`.
 
-- Presets: every field of `SoFlowConfig.imagenet()` and `.cifar10()` against the official recipes.
+- Presets: every setting of `SoFlowConfig.imagenet()` and `.cifar10()` against the official recipes;
+  the flat settings of earlier versions keep working with a deprecation warning.
 - Exactness: with the same noise, times and masks, the objective equals
   (n_fm/B) * flow_matching_loss(first rows) + (n_sc/B) * solution_consistency_loss(other rows), which
   the parity tests tie to the official code: losses, metrics and every gradient to 1e-10 in float64.
@@ -8,37 +9,42 @@
 - Network evaluations: the backbone calls of one step (batch sizes and grad mode).
 - Random layers: the online and target evaluations of every consistency sample use the same dropout
   mask, and the target equals the deterministic recomputation with that mask.
-- Bad configs and bad calls raise clear errors.
+- Value checks: one host synchronisation per step with the wrapper's checks on, none with them off;
+  the wrapper is never modified. (Bad configs and bad calls: tests/test_errors.py.)
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import inspect
 import io
 import itertools
 import math
+import pickle
 import textwrap
 from typing import Any
 
 import pytest
 import torch
-from reference import ReferenceNet, load_vectors
+from reference import load_vectors
 from torch import Tensor, nn
 
 from soflow_toolkit import (
     GuidanceConfig,
     LossOutput,
+    RatioSchedule,
     SoFlowConfig,
     SoFlowDraw,
     SoFlowLoss,
+    SoFlowOutput,
     SolutionFlowWrapper,
+    TimePriors,
     flow_matching_loss,
     select_condition,
     solution_consistency_loss,
 )
-from soflow_toolkit.objective import SoFlowOutput
 
 RTOL = 1e-10
 VECTORS = load_vectors()
@@ -49,11 +55,6 @@ COND_DIM = 6
 GUIDED = GuidanceConfig(scale=3.0, drop_rate=0.1, mix_ratio=0.25, decay_time=0.8)
 
 
-def _rel_err(actual: Tensor, expected: Tensor) -> float:
-    scale = expected.detach().abs().max().clamp_min(1e-300)
-    return float((actual.detach() - expected.detach()).abs().max() / scale)
-
-
 # --------------------------------------------------------------------------------------------------
 # Presets
 # --------------------------------------------------------------------------------------------------
@@ -62,35 +63,21 @@ IMAGENET = {  # the official ImageNet 256 recipe
     "fm_fraction": 0.75,
     "p": 1.0,
     "eps": 0.01,
-    "fm_time_mean": -0.2,
-    "fm_time_std": 1.0,
-    "s_time_mean": -1.0,
-    "s_time_std": 0.8,
-    "t_time_mean": 0.2,
-    "t_time_std": 0.8,
-    "schedule": "exponent",
-    "r_init": 0.1,
-    "r_end": 0.002,
-    "total_steps": 400_000,
+    "times": TimePriors(
+        mean_fm=-0.2, std_fm=1.0, mean_s=-1.0, std_s=0.8, mean_t=0.2, std_t=0.8, min_gap=1e-4
+    ),
+    "curriculum": RatioSchedule(kind="exponent", r_init=0.1, r_end=0.002, total_steps=400_000),
     "guidance": GuidanceConfig(scale=3.0, drop_rate=0.1, mix_ratio=0.25, decay_time=0.8),
-    "min_time_gap": 1e-4,
 }
 CIFAR10 = {  # the official CIFAR-10 recipe: unconditional, so no guidance and no label dropping
     "fm_fraction": 0.0,
     "p": 0.75,
     "eps": 1e-3,
-    "fm_time_mean": -0.9,
-    "fm_time_std": 1.6,
-    "s_time_mean": -4.0,
-    "s_time_std": 1.6,
-    "t_time_mean": -0.9,
-    "t_time_std": 1.6,
-    "schedule": "exponent",
-    "r_init": 1.0,
-    "r_end": 0.0003125,
-    "total_steps": 800_000,
+    "times": TimePriors(
+        mean_fm=-0.9, std_fm=1.6, mean_s=-4.0, std_s=1.6, mean_t=-0.9, std_t=1.6, min_gap=1e-4
+    ),
+    "curriculum": RatioSchedule(kind="exponent", r_init=1.0, r_end=0.0003125, total_steps=800_000),
     "guidance": GuidanceConfig(scale=1.0, drop_rate=0.0, mix_ratio=1.0, decay_time=1.0),
-    "min_time_gap": 1e-4,
 }
 
 
@@ -104,17 +91,15 @@ def test_preset_equals_official_recipe(preset: Any, expected: dict[str, Any]) ->
     assert {f.name for f in dataclasses.fields(config)} == set(expected), "a field is not checked here"
     for name, value in expected.items():
         assert getattr(config, name) == value, name
-    schedule = config.ratio_schedule
-    assert schedule(0) == pytest.approx(expected["r_init"], rel=1e-12)
-    assert schedule(expected["total_steps"]) == pytest.approx(expected["r_end"], rel=1e-12)
-    assert schedule(10 * expected["total_steps"]) == pytest.approx(expected["r_end"], rel=1e-12)
+    schedule, total = config.curriculum, expected["curriculum"].total_steps
+    assert schedule(0) == pytest.approx(expected["curriculum"].r_init, rel=1e-12)
+    assert schedule(total) == pytest.approx(expected["curriculum"].r_end, rel=1e-12)
+    assert schedule(10 * total) == pytest.approx(expected["curriculum"].r_end, rel=1e-12)
 
 
 LOWDIM = {
     **CIFAR10,
-    "r_init": 0.2,
-    "r_end": 0.01,
-    "total_steps": 5000,
+    "curriculum": RatioSchedule(kind="exponent", r_init=0.2, r_end=0.01, total_steps=5000),
 }
 
 
@@ -123,7 +108,7 @@ def test_lowdim_preset_is_cifar10_with_the_documented_changes() -> None:
     assert {f.name for f in dataclasses.fields(config)} == set(LOWDIM), "a field is not checked here"
     for name, value in LOWDIM.items():
         assert getattr(config, name) == value, name
-    assert SoFlowConfig.lowdim(total_steps=123).total_steps == 123
+    assert SoFlowConfig.lowdim(total_steps=123).curriculum.total_steps == 123
     with pytest.raises(ValueError, match="eps"):
         SoFlowConfig.lowdim(eps=-1.0)
 
@@ -134,22 +119,44 @@ def test_default_config_is_imagenet_without_guidance() -> None:
 
 def test_preset_overrides_change_only_the_named_fields() -> None:
     config = SoFlowConfig.cifar10(total_steps=1000, fm_fraction=0.5)
-    assert (config.total_steps, config.fm_fraction) == (1000, 0.5)
+    assert (config.curriculum.total_steps, config.fm_fraction) == (1000, 0.5)
+    assert config.curriculum == dataclasses.replace(CIFAR10["curriculum"], total_steps=1000)
     for name, value in CIFAR10.items():
-        if name not in ("total_steps", "fm_fraction"):
+        if name not in ("curriculum", "fm_fraction"):
             assert getattr(config, name) == value, name
+    assert SoFlowConfig().with_total_steps(7) == SoFlowConfig(curriculum=RatioSchedule(total_steps=7))
     with pytest.raises(ValueError, match="fm_fraction"):
         SoFlowConfig.imagenet(fm_fraction=2.0)
 
 
-def test_config_is_frozen() -> None:
+def test_configs_are_frozen() -> None:
+    config = SoFlowConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        SoFlowConfig().p = 0.5  # type: ignore[misc]
+        config.p = 0.5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.times.mean_s = 0.5  # type: ignore[misc]
 
 
-def test_every_config_field_has_a_comment() -> None:
-    """Each field of SoFlowConfig is followed by its docstring (the comment that documents it)."""
-    source = textwrap.dedent(inspect.getsource(SoFlowConfig))
+def test_config_copies_pickles_and_hashes() -> None:
+    """The deprecated-attribute hook must not interfere with copying, pickling or hashing."""
+    config = SoFlowConfig.imagenet(total_steps=10)
+    for copied in (copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert copied == config
+        assert hash(copied) == hash(config)
+    assert dataclasses.asdict(config)["curriculum"] == {
+        "kind": "exponent",
+        "r_init": 0.1,
+        "r_end": 0.002,
+        "total_steps": 10,
+    }
+    with pytest.raises(AttributeError, match="'SoFlowConfig' object has no attribute 'r_final'"):
+        config.r_final  # noqa: B018
+
+
+@pytest.mark.parametrize("cls", [SoFlowConfig, TimePriors, RatioSchedule])
+def test_every_config_field_has_a_comment(cls: type) -> None:
+    """Each field of the config and of its nested settings is followed by its docstring."""
+    source = textwrap.dedent(inspect.getsource(cls))
     body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
     documented = set()
     for stmt, following in itertools.pairwise(body):
@@ -162,66 +169,62 @@ def test_every_config_field_has_a_comment() -> None:
             )
             if is_doc:
                 documented.add(stmt.target.id)
-    assert documented == {f.name for f in dataclasses.fields(SoFlowConfig)}
+    assert documented == {f.name for f in dataclasses.fields(cls)}
 
 
-BAD_CONFIGS = [
-    ({"fm_fraction": 1.5}, ValueError, r"fm_fraction must lie in \[0, 1\]; got 1.5"),
-    ({"fm_fraction": -0.1}, ValueError, r"fm_fraction must lie in \[0, 1\]"),
-    ({"fm_fraction": float("nan")}, ValueError, r"fm_fraction must be a finite number; got nan"),
-    ({"fm_fraction": "0.5"}, ValueError, r"fm_fraction must be a finite number; got '0.5'"),
-    ({"fm_fraction": True}, ValueError, r"fm_fraction must be a finite number; got True"),
-    ({"p": -1.0}, ValueError, r"p must be >= 0; got -1.0"),
-    ({"eps": 0.0}, ValueError, r"eps must be > 0; got 0.0"),
-    ({"eps": float("inf")}, ValueError, r"eps must be a finite number"),
-    ({"fm_time_std": 0.0}, ValueError, r"fm_time_std must be > 0"),
-    ({"s_time_std": -1.0}, ValueError, r"s_time_std must be > 0"),
-    ({"t_time_std": 0.0}, ValueError, r"t_time_std must be > 0"),
-    ({"t_time_mean": None}, ValueError, r"t_time_mean must be a finite number; got None"),
-    ({"min_time_gap": 0.0}, ValueError, r"min_time_gap must lie in \(0, 0.5\)"),
-    ({"min_time_gap": 0.5}, ValueError, r"min_time_gap must lie in \(0, 0.5\)"),
-    ({"schedule": "quadratic"}, ValueError, r"unknown schedule kind 'quadratic'"),
-    ({"schedule": 3}, TypeError, r"schedule must be a string .*; got int"),
-    ({"r_init": 0.0}, ValueError, r"r_init must lie in \(0, 1\]"),
-    ({"r_init": 1.5}, ValueError, r"r_init must lie in \(0, 1\]"),
-    ({"r_end": -0.1}, ValueError, r"r_end must lie in \(0, 1\]"),
-    ({"total_steps": 0}, ValueError, r"total_steps must be an int >= 1; got 0"),
-    ({"total_steps": 1.5}, ValueError, r"total_steps must be an int >= 1; got 1.5"),
-    ({"total_steps": True}, ValueError, r"total_steps must be an int >= 1; got True"),
-    ({"guidance": {"scale": 3.0}}, TypeError, r"guidance must be a GuidanceConfig; got dict"),
-    ({"guidance": None}, TypeError, r"guidance must be a GuidanceConfig; got NoneType"),
-]
+# The flat settings before 0.1.0, with the nested field and attribute that replace them.
+FLAT_SETTINGS = {
+    "fm_time_mean": ("times", "mean_fm", 0.3),
+    "fm_time_std": ("times", "std_fm", 1.3),
+    "s_time_mean": ("times", "mean_s", -2.0),
+    "s_time_std": ("times", "std_s", 1.1),
+    "t_time_mean": ("times", "mean_t", 0.4),
+    "t_time_std": ("times", "std_t", 0.9),
+    "min_time_gap": ("times", "min_gap", 1e-3),
+    "schedule": ("curriculum", "kind", "cosine"),
+    "r_init": ("curriculum", "r_init", 0.5),
+    "r_end": ("curriculum", "r_end", 0.01),
+    "total_steps": ("curriculum", "total_steps", 123),
+}
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error", "message"),
-    BAD_CONFIGS,
-    ids=[next(iter(c[0])) + str(i) for i, c in enumerate(BAD_CONFIGS)],
-)
-def test_bad_config_is_rejected(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
-    with pytest.raises(error, match=message):
-        SoFlowConfig(**kwargs)
+@pytest.mark.parametrize("old", list(FLAT_SETTINGS))
+def test_flat_settings_still_work_with_a_deprecation_warning(old: str) -> None:
+    nested, attribute, value = FLAT_SETTINGS[old]
+    with pytest.warns(DeprecationWarning, match=rf"SoFlowConfig\({old}=\.\.\.\) is deprecated"):
+        config = SoFlowConfig(**{old: value})
+    assert getattr(getattr(config, nested), attribute) == value
+    with pytest.warns(DeprecationWarning, match=rf"SoFlowConfig\({old}=\.\.\.\) is deprecated"):
+        replaced = dataclasses.replace(SoFlowConfig.cifar10(), **{old: value})
+    base = SoFlowConfig.cifar10()
+    expected = dataclasses.replace(
+        base, **{nested: dataclasses.replace(getattr(base, nested), **{attribute: value})}
+    )
+    assert replaced == expected
+    with pytest.warns(DeprecationWarning, match=rf"SoFlowConfig\.{old} is deprecated.*{nested}\.{attribute}"):
+        assert getattr(config, old) == value
 
 
-def test_bad_guidance_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"scale must be >= 1"):
-        SoFlowConfig.imagenet(guidance=GuidanceConfig(scale=0.5))
-    with pytest.raises(ValueError, match=r"mix_ratio must lie in \[0, 1\]"):
-        SoFlowConfig.imagenet(guidance=GuidanceConfig(scale=2.0, mix_ratio=1.5))
-
-
-def test_objective_rejects_a_non_config() -> None:
-    with pytest.raises(TypeError, match="config must be a SoFlowConfig; got str"):
-        SoFlowLoss("imagenet")  # type: ignore[arg-type]
+def test_deprecated_config_and_output_attributes(generator: torch.Generator, make_model: Any) -> None:
+    config = SoFlowConfig.imagenet()
+    with pytest.warns(DeprecationWarning, match="SoFlowConfig.ratio_schedule is deprecated"):
+        assert config.ratio_schedule == config.curriculum
+    objective = SoFlowLoss(SoFlowConfig())
+    with pytest.warns(DeprecationWarning, match="SoFlowLoss.schedule is deprecated"):
+        assert objective.schedule == objective.config.curriculum
+    out = objective(
+        make_model(), torch.randn(8, 3, generator=generator, dtype=torch.float64), generator=generator
+    )
+    for old, new in (("flow_matching", "fm"), ("consistency", "sc"), ("num_consistency", "num_sc")):
+        with pytest.warns(
+            DeprecationWarning, match=rf"SoFlowOutput\.{old} is deprecated.*SoFlowOutput\.{new}"
+        ):
+            assert getattr(out, old) is getattr(out, new)
 
 
 # --------------------------------------------------------------------------------------------------
 # Backbones
 # --------------------------------------------------------------------------------------------------
-
-
-def _reference_net() -> ReferenceNet:
-    return ReferenceNet(VECTORS["net"], NUM_CLASSES)
 
 
 class EmbeddingNet(nn.Module):
@@ -249,32 +252,35 @@ class EmbeddingNet(nn.Module):
         return (h @ self.W2 + self.b2).reshape(x.shape)
 
 
-def _conditioned(kind: str, generator: torch.Generator) -> tuple[nn.Module, Any, Any]:
+def _conditioned(
+    kind: str, generator: torch.Generator, reference_net: nn.Module
+) -> tuple[nn.Module, Any, Any]:
     """A float64 backbone with its batch condition and null condition."""
     if kind == "labels":
         labels = torch.randint(0, NUM_CLASSES, (BATCH,), generator=generator)
-        return _reference_net(), labels, NUM_CLASSES
+        return reference_net, labels, NUM_CLASSES
     if kind == "embedding":
         net = EmbeddingNet(generator)
         return net, torch.randn(BATCH, COND_DIM, dtype=torch.float64, generator=generator), net.null
-    return _reference_net(), None, None
+    return reference_net, None, None
 
 
 # --------------------------------------------------------------------------------------------------
 # Exactness against the functional losses
 # --------------------------------------------------------------------------------------------------
 
+R1 = RatioSchedule(r_init=1.0)  # the ImageNet curriculum starting at r = 1 (l = s)
 EXACT_CONFIGS = {
     "imagenet": SoFlowConfig.imagenet(),
     "imagenet-unguided": SoFlowConfig.imagenet(guidance=GuidanceConfig()),
     "imagenet-drop-only": SoFlowConfig.imagenet(guidance=GuidanceConfig(drop_rate=0.1)),
     "cifar10": SoFlowConfig.cifar10(),
     "cifar10-guided": SoFlowConfig.cifar10(guidance=GUIDED),
-    "half-r1": SoFlowConfig.imagenet(fm_fraction=0.5, r_init=1.0, guidance=GuidanceConfig()),
-    "half-r1-guided": SoFlowConfig.imagenet(fm_fraction=0.5, r_init=1.0),
+    "half-r1": SoFlowConfig.imagenet(fm_fraction=0.5, curriculum=R1, guidance=GuidanceConfig()),
+    "half-r1-guided": SoFlowConfig.imagenet(fm_fraction=0.5, curriculum=R1),
     "half-r1-guided-mix1": SoFlowConfig.imagenet(
         fm_fraction=0.5,
-        r_init=1.0,
+        curriculum=R1,
         guidance=GuidanceConfig(3.0, drop_rate=0.1, mix_ratio=1.0, decay_time=0.8),
     ),
 }
@@ -345,11 +351,17 @@ EXACT_CASES = [
 @pytest.mark.parametrize(("path", "parametrization"), PATH_PARAMS, ids=["linear-euler", "trig-trig"])
 @pytest.mark.parametrize(("config_name", "cond_kind"), EXACT_CASES, ids=["-".join(c) for c in EXACT_CASES])
 def test_objective_equals_weighted_functional_losses(
-    config_name: str, cond_kind: str, path: str, parametrization: str, generator: torch.Generator
+    config_name: str,
+    cond_kind: str,
+    path: str,
+    parametrization: str,
+    generator: torch.Generator,
+    reference_model: Any,
+    rel_err: Any,
 ) -> None:
     config = EXACT_CONFIGS[config_name]
     guides_or_drops = _guides_or_drops(config)
-    net, cond, null_cond = _conditioned(cond_kind, generator)
+    net, cond, null_cond = _conditioned(cond_kind, generator, reference_model().backbone)
     model = SolutionFlowWrapper(net, path=path, parametrization=parametrization)
     data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
     objective = SoFlowLoss(config)
@@ -361,7 +373,7 @@ def test_objective_equals_weighted_functional_losses(
         draw = dataclasses.replace(draw, drop_mask=_fixed_mask())
     else:
         assert draw.drop_mask is None
-    if config.r_init == 1.0:
+    if config.curriculum.r_init == 1.0:
         # r = 1: the target time is s itself, up to the rounding of t + (s - t) * 1 (never below s)
         assert bool((draw.l >= draw.s).all())
         assert torch.allclose(draw.l, draw.s, rtol=0, atol=1e-15)
@@ -370,14 +382,14 @@ def test_objective_equals_weighted_functional_losses(
     expected, fm, sc = _reference_loss(model, config, data, draw, cond, null_cond)
 
     num_fm = math.floor(config.fm_fraction * BATCH)
-    assert (out.num_fm, out.num_consistency) == (num_fm, BATCH - num_fm)
+    assert (out.num_fm, out.num_sc) == (num_fm, BATCH - num_fm)
     assert out.loss.dtype == torch.float64
-    assert _rel_err(out.loss, expected) < RTOL
-    for part, reference in ((out.flow_matching, fm), (out.consistency, sc)):
+    assert rel_err(out.loss, expected) < RTOL
+    for part, reference in ((out.fm, fm), (out.sc, sc)):
         assert (part is None) == (reference is None)
         if part is not None and reference is not None:
             for field in ("mse", "weight", "per_sample_mse", "per_sample_weight"):
-                assert _rel_err(getattr(part, field), getattr(reference, field)) < RTOL, field
+                assert rel_err(getattr(part, field), getattr(reference, field)) < RTOL, field
 
     grads = _gradients(model, out.loss)
     expected_grads = _gradients(model, expected)
@@ -391,13 +403,15 @@ def test_objective_equals_weighted_functional_losses(
         # Only the null embedding can be out of reach (no sample dropped, no guidance).
         assert (grad is None, expected_grad is None) in ((False, False), (name == "backbone.null",) * 2), name
         if grad is not None and expected_grad is not None:
-            assert _rel_err(grad, expected_grad) < RTOL, name
+            assert rel_err(grad, expected_grad) < RTOL, name
 
 
-def test_exactness_check_detects_a_wrong_weighting(generator: torch.Generator) -> None:
+def test_exactness_check_detects_a_wrong_weighting(
+    generator: torch.Generator, rel_err: Any, reference_model: Any
+) -> None:
     """The comparison above is sharp: weighting both parts equally is far off the objective."""
     config = SoFlowConfig.imagenet(guidance=GuidanceConfig())
-    model = SolutionFlowWrapper(_reference_net())
+    model = SolutionFlowWrapper(reference_model().backbone)
     data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
     objective = SoFlowLoss(config)
     draw = objective.draw(data, step=0, generator=generator)
@@ -405,7 +419,7 @@ def test_exactness_check_detects_a_wrong_weighting(generator: torch.Generator) -
     _, fm, sc = _reference_loss(model, config, data, draw, None, None)
     assert fm is not None
     assert sc is not None
-    assert _rel_err(out.loss, 0.5 * (fm.loss + sc.loss)) > 1e-3
+    assert rel_err(out.loss, 0.5 * (fm.loss + sc.loss)) > 1e-3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,59 +453,47 @@ def test_draw_is_reproducible_with_a_generator() -> None:
     assert not torch.equal(first.noise, other.noise)
 
 
-def _linear_model() -> SolutionFlowWrapper:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = nn.Linear(5, 3)
-
-        def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-            return self.lin(torch.cat([x, t[:, None], s[:, None]], dim=1))
-
-    return SolutionFlowWrapper(Net())
-
-
-def test_step_is_counted_and_drives_the_curriculum(generator: torch.Generator) -> None:
-    config = SoFlowConfig(total_steps=4, r_init=0.5, r_end=0.01)
+def test_step_is_counted_and_drives_the_curriculum(generator: torch.Generator, make_model: Any) -> None:
+    config = SoFlowConfig(curriculum=RatioSchedule("exponent", r_init=0.5, r_end=0.01, total_steps=4))
     objective = SoFlowLoss(config)
-    model, data = _linear_model(), torch.randn(8, 3, generator=generator)
+    model, data = make_model(), torch.randn(8, 3, generator=generator)
     for k in range(6):
         out = objective(model, data, generator=generator)
         assert out.step == k
-        assert out.r == config.ratio_schedule(k)
+        assert out.r == config.curriculum(k)
         assert objective.step == k + 1
     assert out.r == pytest.approx(0.01)  # past total_steps, r stays at r_end
     metrics = out.metrics()
     assert set(metrics) == {"fm_mse", "fm_weight", "sc_mse", "sc_weight", "r", "step"}
     assert metrics["step"] == 5.0
     assert metrics["r"] == out.r
-    assert metrics["sc_mse"] == pytest.approx(float(out.consistency.mse))  # type: ignore[union-attr]
+    assert metrics["sc_mse"] == pytest.approx(float(out.sc.mse))  # type: ignore[union-attr]
 
 
-def test_explicit_step_does_not_advance_the_counter(generator: torch.Generator) -> None:
-    config = SoFlowConfig(total_steps=10, r_init=0.5, r_end=0.01)
+def test_explicit_step_does_not_advance_the_counter(generator: torch.Generator, make_model: Any) -> None:
+    config = SoFlowConfig(curriculum=RatioSchedule("exponent", r_init=0.5, r_end=0.01, total_steps=10))
     objective = SoFlowLoss(config)
-    model, data = _linear_model(), torch.randn(8, 3, generator=generator)
+    model, data = make_model(), torch.randn(8, 3, generator=generator)
     out = objective(model, data, generator=generator, step=7)
-    assert (out.step, out.r, objective.step) == (7, config.ratio_schedule(7), 0)
+    assert (out.step, out.r, objective.step) == (7, config.curriculum(7), 0)
 
 
 def test_step_sets_the_draw_ratio() -> None:
     """The intermediate time l follows r(k): l = t + (s - t) r(k) (away from the clamps)."""
-    config = SoFlowConfig(total_steps=10, r_init=0.5, r_end=0.01)
+    config = SoFlowConfig(curriculum=RatioSchedule("exponent", r_init=0.5, r_end=0.01, total_steps=10))
     objective = SoFlowLoss(config)
     data = torch.zeros(400, 2)
     for k in (0, 5, 10):
         draw = objective.draw(data, step=k, generator=torch.Generator().manual_seed(0))
         free = (draw.t - draw.s) > 1e-2  # l not clamped to t - gap
         ratio = (draw.t - draw.l)[free] / (draw.t - draw.s)[free]
-        assert torch.allclose(ratio, torch.full_like(ratio, config.ratio_schedule(k)), rtol=1e-4)
+        assert torch.allclose(ratio, torch.full_like(ratio, config.curriculum(k)), rtol=1e-4)
 
 
-def test_state_dict_round_trip(generator: torch.Generator) -> None:
-    config = SoFlowConfig(total_steps=10, r_init=0.5, r_end=0.01)
+def test_state_dict_round_trip(generator: torch.Generator, make_model: Any) -> None:
+    config = SoFlowConfig(curriculum=RatioSchedule("exponent", r_init=0.5, r_end=0.01, total_steps=10))
     objective = SoFlowLoss(config)
-    model, data = _linear_model(), torch.randn(8, 3, generator=generator)
+    model, data = make_model(), torch.randn(8, 3, generator=generator)
     for _ in range(3):
         objective(model, data, generator=generator)
     assert objective.state_dict() == {"step": 3}
@@ -510,47 +512,6 @@ def test_state_dict_round_trip(generator: torch.Generator) -> None:
     assert not torch.equal(next_draw(SoFlowLoss(config)).l, next_draw(objective).l)  # step 0 differs
     assert resumed(model, data, generator=generator).step == 3
     assert resumed.step == 4
-
-
-def test_load_state_dict_errors() -> None:
-    objective = SoFlowLoss()
-    with pytest.raises(KeyError, match="no 'step' entry"):
-        objective.load_state_dict({})
-    with pytest.raises(ValueError, match="must be >= 0; got -2"):
-        objective.load_state_dict({"step": -2})
-    with pytest.raises(TypeError, match="must be an int >= 0; got float"):
-        objective.load_state_dict({"step": 2.5})
-    objective.load_state_dict({"step": torch.tensor(5)})
-    assert objective.step == 5
-
-
-def test_call_errors(generator: torch.Generator) -> None:
-    model, data = _linear_model(), torch.randn(8, 3, generator=generator)
-    labels = torch.zeros(8, dtype=torch.long)
-    guided = SoFlowLoss(SoFlowConfig.imagenet())
-    with pytest.raises(ValueError, match="pass null_cond"):
-        guided(model, data, labels)
-    with pytest.raises(ValueError, match="no cond was given"):
-        guided(model, data)
-    with pytest.raises(ValueError, match="no cond was given"):
-        SoFlowLoss(SoFlowConfig(guidance=GuidanceConfig(drop_rate=0.1)))(model, data)
-    plain = SoFlowLoss(SoFlowConfig())
-    with pytest.raises(ValueError, match="at least one sample"):
-        plain(model, data[:0])
-    with pytest.raises(ValueError, match="must be >= 0; got -1"):
-        plain(model, data, step=-1)
-    with pytest.raises(TypeError, match="must be an int >= 0; got float"):
-        plain(model, data, step=1.0)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="got a bool"):
-        plain.draw(data, step=True)
-    draw = plain.draw(data, generator=generator)
-    with pytest.raises(ValueError, match=r"draw.t must have shape \(2,\)"):
-        plain(model, data, draw=dataclasses.replace(draw, t=draw.t[:1]))
-    with pytest.raises(ValueError, match=r"draw.noise must have the data's shape \(8, 3\)"):
-        plain(model, data, draw=dataclasses.replace(draw, noise=draw.noise[:, :2]))
-    with pytest.raises(ValueError, match=r"draw.drop_mask must be a bool tensor of shape \(8,\)"):
-        plain(model, data, draw=dataclasses.replace(draw, drop_mask=torch.zeros(7, dtype=torch.bool)))
-    assert plain.step == 0  # failed calls do not count
 
 
 # --------------------------------------------------------------------------------------------------
@@ -595,9 +556,9 @@ CALL_CASES = {
 
 
 @pytest.mark.parametrize("case", list(CALL_CASES))
-def test_backbone_calls_per_step(case: str, generator: torch.Generator) -> None:
+def test_backbone_calls_per_step(case: str, generator: torch.Generator, reference_model: Any) -> None:
     fm_fraction, guidance, expected = CALL_CASES[case]
-    recorder = CallRecorder(_reference_net())
+    recorder = CallRecorder(reference_model().backbone)
     model = SolutionFlowWrapper(recorder)
     objective = SoFlowLoss(SoFlowConfig.imagenet(fm_fraction=fm_fraction, guidance=guidance))
     data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
@@ -646,7 +607,9 @@ def _dropout_step(
 ) -> tuple[DropoutNet, SoFlowOutput, Tensor, SoFlowDraw, Tensor]:
     net = DropoutNet(dim=6).to(device=device, dtype=torch.float64)
     model = SolutionFlowWrapper(net).train()
-    objective = SoFlowLoss(SoFlowConfig(fm_fraction=fm_fraction, total_steps=10), match_random_state=match)
+    objective = SoFlowLoss(
+        SoFlowConfig(fm_fraction=fm_fraction).with_total_steps(10), match_random_state=match
+    )
     data = torch.randn(BATCH, 6, dtype=torch.float64, generator=generator).to(device)
     draw = objective.draw(data, step=0, generator=generator)
     torch.manual_seed(0)
@@ -672,50 +635,50 @@ def _recomputed_consistency_mse(net: DropoutNet, data: Tensor, draw: SoFlowDraw,
 
 
 def _check_matched_masks(
-    fm_fraction: float, match: bool | None, device: str, generator: torch.Generator
+    fm_fraction: float, match: bool | None, device: str, generator: torch.Generator, rel_err: Any
 ) -> None:
     net, out, data, draw, _ = _dropout_step(fm_fraction, match, device, generator)
     (online_grad, online), (target_grad, target) = net.records
     assert online_grad
     assert not target_grad
-    num_sc = out.num_consistency
+    num_sc = out.num_sc
     assert num_sc > 0
     # The consistency samples are the last rows of both evaluations.
     assert torch.equal(online[-num_sc:], target[-num_sc:])
     assert 0.2 < float(online.double().mean()) < 0.8  # dropout really dropped
-    assert out.consistency is not None
+    assert out.sc is not None
     expected = _recomputed_consistency_mse(net, data, draw, online[-num_sc:])
     rtol = RTOL if device == "cpu" else 1e-8
-    assert _rel_err(out.consistency.per_sample_mse, expected) < rtol
+    assert rel_err(out.sc.per_sample_mse, expected) < rtol
 
 
 @pytest.mark.parametrize("match", [None, True], ids=["auto", "on"])
 @pytest.mark.parametrize("fm_fraction", [0.0, 0.5])
 def test_dropout_masks_match_between_online_and_target(
-    fm_fraction: float, match: bool | None, generator: torch.Generator
+    fm_fraction: float, match: bool | None, generator: torch.Generator, rel_err: Any
 ) -> None:
-    _check_matched_masks(fm_fraction, match, "cpu", generator)
+    _check_matched_masks(fm_fraction, match, "cpu", generator, rel_err)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("match", [None, True], ids=["auto", "on"])
 @pytest.mark.parametrize("fm_fraction", [0.0, 0.5])
 def test_dropout_masks_match_on_cuda(
-    fm_fraction: float, match: bool | None, generator: torch.Generator
+    fm_fraction: float, match: bool | None, generator: torch.Generator, rel_err: Any
 ) -> None:
-    _check_matched_masks(fm_fraction, match, "cuda", generator)
+    _check_matched_masks(fm_fraction, match, "cuda", generator, rel_err)
 
 
-def test_unmatched_random_state_gives_different_masks(generator: torch.Generator) -> None:
+def test_unmatched_random_state_gives_different_masks(generator: torch.Generator, rel_err: Any) -> None:
     """With matching off and flow matching rows, the target pass draws new masks (the test can fail)."""
     net, out, data, draw, _ = _dropout_step(0.5, False, "cpu", generator)
     (_, online), (_, target) = net.records
-    num_sc = out.num_consistency
+    num_sc = out.num_sc
     assert target.shape[0] == num_sc  # only the consistency rows are evaluated
     assert not torch.equal(online[-num_sc:], target)
-    assert out.consistency is not None
+    assert out.sc is not None
     expected = _recomputed_consistency_mse(net, data, draw, online[-num_sc:])
-    assert _rel_err(out.consistency.per_sample_mse, expected) > 1e-3
+    assert rel_err(out.sc.per_sample_mse, expected) > 1e-3
 
 
 def test_matching_is_free_without_flow_matching_rows(generator: torch.Generator) -> None:
@@ -745,55 +708,54 @@ def test_matching_leaves_the_global_random_stream_as_the_online_pass_left_it() -
 
 
 # --------------------------------------------------------------------------------------------------
-# The wrapper's time-range checks
+# Value checks: one host synchronisation per step, none when off, the wrapper never modified
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def range_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the names of the times the wrapper checks against [0, 1]."""
-    import soflow_toolkit.wrapper as wrapper_module
+class KeywordRecorder(nn.Module):
+    """Stands in for DDP or `torch.compile` (`_orig_mod`): forwards every call, records its keywords."""
 
-    seen: list[str] = []
-    original = wrapper_module.check_in_unit_interval
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = inner
+        self.keywords: list[dict[str, Any]] = []
 
-    def spy(t: Tensor, name: str = "t") -> None:
-        seen.append(name)
-        original(t, name)
-
-    monkeypatch.setattr(wrapper_module, "check_in_unit_interval", spy)
-    return seen
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        self.keywords.append(kwargs)
+        return self._orig_mod(*args, **kwargs)
 
 
 @pytest.mark.parametrize("config", [SoFlowConfig.imagenet(), SoFlowConfig.cifar10()], ids=["guided", "plain"])
-def test_own_draws_skip_the_range_checks(
-    config: SoFlowConfig, range_checks: list[str], generator: torch.Generator
+@pytest.mark.parametrize("explicit", [False, True], ids=["own-draw", "explicit-draw"])
+def test_one_host_synchronisation_per_step(
+    config: SoFlowConfig, explicit: bool, host_syncs: Any, generator: torch.Generator, reference_model: Any
 ) -> None:
-    """The objective's own times are valid by construction: no per-call check (a GPU sync each)."""
-    model = SolutionFlowWrapper(_reference_net())
+    """Data, draws and every backbone output are checked together: one sync with checks on, none off."""
     data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (BATCH,), generator=generator)
-    objective = SoFlowLoss(config)
-    objective(model, data, labels, NUM_CLASSES, generator=generator).loss.backward()
-    assert range_checks == []
-    assert model.check_inputs  # restored
-    model(data, 0.5, 0.25, labels)
-    assert range_checks == ["t", "s"]  # the spy sees the wrapper's checks
+    for check_inputs, expected in ((True, ["__bool__"]), (False, [])):
+        model = reference_model()
+        model.check_inputs = check_inputs
+        objective = SoFlowLoss(config)
+        draw = objective.draw(data, conditional=True, generator=generator) if explicit else None
+        with host_syncs() as calls:
+            out = objective(model, data, labels, NUM_CLASSES, generator=generator, draw=draw)
+        assert calls == expected
+        out.loss.backward()
+        assert model.check_inputs is check_inputs  # never modified
 
 
-def test_explicit_draws_are_range_checked(range_checks: list[str], generator: torch.Generator) -> None:
-    model = SolutionFlowWrapper(_reference_net())
+def test_every_forward_passes_check_inputs_false(generator: torch.Generator, reference_model: Any) -> None:
+    """The per-call checks are turned off by a keyword that passes through DDP and torch.compile."""
+    outer = KeywordRecorder(reference_model())
     data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
-    objective = SoFlowLoss(SoFlowConfig())
-    draw = objective.draw(data, generator=generator)
-    objective(model, data, draw=draw)
-    assert range_checks == ["t", "s", "t", "s"]  # the online and the target pass
-    bad = dataclasses.replace(draw, t_fm=draw.t_fm + 1.5)
-    with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
-        objective(model, data, draw=bad)
+    labels = torch.randint(0, NUM_CLASSES, (BATCH,), generator=generator)
+    SoFlowLoss(SoFlowConfig.imagenet())(outer, data, labels, NUM_CLASSES, generator=generator)
+    assert len(outer.keywords) == 3
+    assert all(kw == {"output": "backbone", "check_inputs": False} for kw in outer.keywords)
 
 
-def test_range_checks_are_restored_after_an_error(generator: torch.Generator) -> None:
+def test_a_failing_backbone_leaves_the_wrapper_unchanged(generator: torch.Generator) -> None:
     class Failing(nn.Module):
         def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
             raise RuntimeError("backbone failed")
@@ -802,22 +764,3 @@ def test_range_checks_are_restored_after_an_error(generator: torch.Generator) ->
     with pytest.raises(RuntimeError, match="backbone failed"):
         SoFlowLoss(SoFlowConfig())(model, torch.randn(4, 3), generator=generator)
     assert model.check_inputs
-
-
-def test_range_checks_untouched_for_a_compiled_model(
-    range_checks: list[str], generator: torch.Generator
-) -> None:
-    """For a `torch.compile`d model (here a stand-in with `_orig_mod`) the attribute is left alone."""
-
-    class CompiledStandIn(nn.Module):
-        def __init__(self, inner: nn.Module) -> None:
-            super().__init__()
-            self._orig_mod = inner
-
-        def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-            return self._orig_mod(*args, **kwargs)
-
-    wrapper = SolutionFlowWrapper(_reference_net())
-    data = torch.randn(BATCH, *SHAPE, dtype=torch.float64, generator=generator)
-    SoFlowLoss(SoFlowConfig())(CompiledStandIn(wrapper), data, generator=generator)
-    assert range_checks == ["t", "s", "t", "s"]

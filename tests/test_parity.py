@@ -11,13 +11,11 @@ from typing import Any
 
 import pytest
 import torch
-from reference import PARAMETRIZATIONS, PATHS, ReferenceNet, load_vectors
-from torch import Tensor
+from reference import PARAMETRIZATIONS, PATHS, load_vectors
 
 from soflow_toolkit import (
     GuidanceConfig,
     RatioSchedule,
-    SolutionFlowWrapper,
     flow_matching_loss,
     guidance_decay,
     sample,
@@ -37,19 +35,6 @@ LOSS_CASES = [case for case in VECTORS["cases"] if case["kind"] != "sample"]
 SAMPLE_CASES = [case for case in VECTORS["cases"] if case["kind"] == "sample"]
 
 
-def _rel_err(actual: Tensor, expected: Tensor) -> float:
-    scale = expected.abs().max().clamp_min(1e-300)
-    return float((actual.detach() - expected).abs().max() / scale)
-
-
-def _model(case: dict[str, Any]) -> tuple[SolutionFlowWrapper, ReferenceNet]:
-    net = ReferenceNet(VECTORS["net"], NUM_CLASSES)
-    model = SolutionFlowWrapper(
-        net, path=PATHS[case["noising"]], parametrization=PARAMETRIZATIONS[case["coefficient"]]
-    )
-    return model, net
-
-
 def test_vectors_cover_every_combination() -> None:
     """The file must hold every kind for every path x parametrization (else parity is partial)."""
     combos = {(c["kind"], c["noising"], c["coefficient"]) for c in VECTORS["cases"]}
@@ -65,8 +50,9 @@ def test_vectors_cover_every_combination() -> None:
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=_case_id)
-def test_loss_parity(case: dict[str, Any]) -> None:
-    model, net = _model(case)
+def test_loss_parity(case: dict[str, Any], reference_model, rel_err) -> None:
+    model = reference_model(PATHS[case["noising"]], PARAMETRIZATIONS[case["coefficient"]])
+    net = model.backbone
     kwargs: dict[str, Any] = {"cond": case["labels"], "p": case["p"], "eps": case["eps"]}
     if case["cfg_scale"] > 1:
         kwargs.update(
@@ -85,24 +71,24 @@ def test_loss_parity(case: dict[str, Any]) -> None:
     out.loss.backward()
 
     assert out.loss.dtype == torch.float64
-    assert _rel_err(out.loss, case["loss"]) < RTOL
-    assert _rel_err(out.mse, case["mse"]) < RTOL
-    assert _rel_err(out.weight, case["weight"]) < RTOL
+    assert rel_err(out.loss, case["loss"]) < RTOL
+    assert rel_err(out.mse, case["mse"]) < RTOL
+    assert rel_err(out.weight, case["weight"]) < RTOL
     names = {name for name, _ in net.named_parameters()}
     assert names == set(case["grads"])
     for name, param in net.named_parameters():
         assert param.grad is not None, name
-        assert _rel_err(param.grad, case["grads"][name]) < RTOL, name
+        assert rel_err(param.grad, case["grads"][name]) < RTOL, name
 
 
 @pytest.mark.parametrize("case", SAMPLE_CASES, ids=_case_id)
-def test_sample_parity(case: dict[str, Any]) -> None:
-    model, _ = _model(case)
+def test_sample_parity(case: dict[str, Any], reference_model, rel_err) -> None:
+    model = reference_model(PATHS[case["noising"]], PARAMETRIZATIONS[case["coefficient"]])
     noises = case["noises"]
     assert len(noises) == case["steps"]
     out = sample(model, noises[0], steps=case["steps"], cond=case["labels"], fresh_noise=noises[1:])
     assert out.dtype == torch.float64
-    assert _rel_err(out, case["out"]) < RTOL
+    assert rel_err(out, case["out"]) < RTOL
 
 
 @pytest.mark.parametrize(
@@ -118,7 +104,7 @@ def test_schedule_parity(entry: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("entry", VECTORS["cfg_decay"], ids=lambda e: f"tau{e['decay_time']}")
-def test_cfg_decay_parity(entry: dict[str, Any]) -> None:
+def test_cfg_decay_parity(entry: dict[str, Any], rel_err) -> None:
     kappa = guidance_decay(entry["t"], entry["decay_time"])
     assert kappa.shape == entry["scale"].shape
-    assert _rel_err(kappa, entry["scale"]) < RTOL
+    assert rel_err(kappa, entry["scale"]) < RTOL

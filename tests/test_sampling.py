@@ -15,10 +15,6 @@ MU = torch.tensor([[1.0, -2.0], [0.5, 0.0]], dtype=torch.float64)
 SIGMA = 0.4
 
 
-def _model(path="linear", param="euler", shape=(2, 3)):
-    return SolutionFlowWrapper(RandomBackbone(shape, seed=5), path=path, parametrization=param)
-
-
 def _noise(n, shape=(2, 3), seed=0, dtype=torch.float64):
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -30,8 +26,8 @@ def test_time_grid() -> None:
 
 @pytest.mark.parametrize("path", ["linear", "trig"])
 @pytest.mark.parametrize("param", ["euler", "trig"])
-def test_one_step_is_f_noise_1_0(path, param) -> None:
-    model = _model(path, param)
+def test_one_step_is_f_noise_1_0(path, param, make_model) -> None:
+    model = make_model((2, 3), seed=5, path=path, parametrization=param)
     noise = _noise(4)
     out = sample(model, noise)
     assert torch.equal(out, model(noise, 1.0, 0.0))
@@ -40,9 +36,9 @@ def test_one_step_is_f_noise_1_0(path, param) -> None:
 
 @pytest.mark.parametrize("path", ["linear", "trig"])
 @pytest.mark.parametrize("steps", [2, 3, 4])
-def test_renoise_matches_the_official_loop(path, steps) -> None:
+def test_renoise_matches_the_official_loop(path, steps, make_model) -> None:
     """x_hat = f(x, t_i, 0); x = alpha(t_{i+1}) x_hat + beta(t_{i+1}) eps_i; last: f(x, t_{N-1}, 0)."""
-    model = _model(path)
+    model = make_model((2, 3), seed=5, path=path)
     noises = [_noise(3, seed=i) for i in range(steps)]
     out = sample(model, noises[0], steps=steps, fresh_noise=noises[1:])
     x = noises[0]
@@ -57,8 +53,8 @@ def test_renoise_matches_the_official_loop(path, steps) -> None:
     torch.testing.assert_close(out, x_hat, rtol=0, atol=0)
 
 
-def test_renoise_with_generator_is_reproducible_and_random() -> None:
-    model = _model()
+def test_renoise_with_generator_is_reproducible_and_random(make_model) -> None:
+    model = make_model((2, 3), seed=5)
     noise = _noise(3)
     a = sample(model, noise, steps=3, generator=torch.Generator().manual_seed(0))
     b = sample(model, noise, steps=3, generator=torch.Generator().manual_seed(0))
@@ -68,8 +64,8 @@ def test_renoise_with_generator_is_reproducible_and_random() -> None:
 
 
 @pytest.mark.parametrize("steps", [1, 2, 5])
-def test_chain_composes_solution_maps(steps) -> None:
-    model = _model(param="trig")
+def test_chain_composes_solution_maps(steps, make_model) -> None:
+    model = make_model((2, 3), seed=5, parametrization="trig")
     noise = _noise(3)
     out = sample(model, noise, steps=steps, method="chain")
     grid = [*[1 - i / steps for i in range(steps)], 0.0]
@@ -80,8 +76,8 @@ def test_chain_composes_solution_maps(steps) -> None:
     torch.testing.assert_close(out, x, rtol=0, atol=0)
 
 
-def test_euler_sample_matches_manual_loop() -> None:
-    model = _model(param="trig")
+def test_euler_sample_matches_manual_loop(make_model) -> None:
+    model = make_model((2, 3), seed=5, parametrization="trig")
     noise = _noise(3)
     out = euler_sample(model, noise, steps=5)
     x = noise
@@ -169,3 +165,18 @@ def test_oracle_euler_integration_converges() -> None:
     assert errors[-1] < 0.05
     # Euler is first order: doubling the steps halves the error.
     assert errors[2] / errors[3] == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.parametrize("method", ["renoise", "chain"])
+def test_one_host_synchronisation_per_sampling_run(method, host_syncs, make_model) -> None:
+    """Every network output of a run is checked at once: one sync with checks on, none off."""
+    for check_inputs, expected in ((True, ["__bool__"]), (False, [])):
+        model = make_model((2, 3), seed=5)
+        model.check_inputs = check_inputs
+        noise = _noise(4)
+        with host_syncs() as calls:
+            sample(model, noise, steps=3, method=method, generator=torch.Generator().manual_seed(0))
+            assert calls == expected
+        with host_syncs() as calls:
+            euler_sample(model, noise, steps=3)
+            assert calls == expected

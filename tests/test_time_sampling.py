@@ -1,4 +1,4 @@
-"""Time samplers, consistency triples and the ratio schedule r(k, K) (docs: method, time sampling)."""
+"""Time samplers, their priors, consistency triples and the ratio schedule r(k, K) (docs: method, time sampling)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from strategies import float_dtypes, ratio_values, ratios, raw_time_pairs, sched
 
 from soflow_toolkit import (
     RatioSchedule,
-    clamp_consistency_times,
+    TimePriors,
     consistency_times,
     logit_normal_times,
-    ratio_schedule,
+    sample_drop_mask,
     uniform_times,
 )
+from soflow_toolkit.time_sampling import clamp_consistency_times, ratio_schedule
 
 GAP = 1e-4
 
@@ -153,7 +154,6 @@ def test_schedule_closed_forms() -> None:
     for kind, value in expected.items():
         assert RatioSchedule(kind, r0, r1, total)(k) == pytest.approx(value, rel=1e-14), kind
         assert RatioSchedule(kind.capitalize(), r0, r1, total)(k) == pytest.approx(value, rel=1e-14), kind
-        assert ratio_schedule(kind, k, total, r0, r1) == pytest.approx(value, rel=1e-14), kind
     # The default is the ImageNet curriculum: exponent, 0.1 -> 0.002 over 400k steps.
     default = RatioSchedule()
     assert default(0) == pytest.approx(0.1)
@@ -165,3 +165,40 @@ def test_schedule_is_frozen() -> None:
     schedule = RatioSchedule()
     with pytest.raises(AttributeError):
         schedule.r_end = 0.5  # type: ignore[misc]
+
+
+def test_ratio_schedule_function_is_a_deprecated_alias() -> None:
+    with pytest.warns(DeprecationWarning, match=r"ratio_schedule.*is deprecated.*RatioSchedule"):
+        value = ratio_schedule("cosine", 30, 100, 0.5, 0.01)
+    assert value == RatioSchedule("cosine", 0.5, 0.01, 100)(30)
+
+
+# --- priors and devices ----------------------------------------------------------------------------
+
+
+def test_time_priors_defaults_are_the_imagenet_recipe() -> None:
+    priors = TimePriors()
+    assert (priors.mean_fm, priors.std_fm, priors.mean_s, priors.std_s) == (-0.2, 1.0, -1.0, 0.8)
+    assert (priors.mean_t, priors.std_t, priors.min_gap) == (0.2, 0.8, 1e-4)
+    with pytest.raises(AttributeError):
+        priors.mean_s = 0.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda g, d: uniform_times(5, device=d, generator=g),
+        lambda g, d: logit_normal_times(5, device=d, generator=g),
+        lambda g, d: consistency_times(5, 0.3, device=d, generator=g)[1],
+        lambda g, d: sample_drop_mask(5, 0.5, device=d, generator=g),
+    ],
+    ids=["uniform", "logit-normal", "consistency", "drop-mask"],
+)
+def test_draws_happen_on_the_generator_device_and_move_to_the_requested_one(draw) -> None:
+    """A CPU generator feeds another device (here "meta"); the numbers depend on the generator only."""
+    on_cpu = draw(torch.Generator().manual_seed(3), None)
+    moved = draw(torch.Generator().manual_seed(3), "meta")
+    assert on_cpu.device.type == "cpu"
+    assert moved.device.type == "meta"
+    assert moved.shape == on_cpu.shape
+    assert moved.dtype == on_cpu.dtype

@@ -19,12 +19,8 @@ from strategies import (
 )
 from torch import nn
 
-from soflow_toolkit import SolutionFlowWrapper, call_backbone, unwrap_model
-
-
-def _model(shape, seed, path="linear", parametrization="euler", dtype=torch.float64):
-    backbone = RandomBackbone(tuple(shape[1:]), seed=seed, dtype=dtype)
-    return SolutionFlowWrapper(backbone, path=path, parametrization=parametrization)
+from soflow_toolkit import SolutionFlowWrapper, unwrap_model
+from soflow_toolkit.wrapper import call_backbone
 
 
 @given(
@@ -35,9 +31,9 @@ def _model(shape, seed, path="linear", parametrization="euler", dtype=torch.floa
     dtype=float_dtypes,
     seed=seeds,
 )
-def test_boundary_condition_is_exact(data, shape, path, parametrization, dtype, seed) -> None:
+def test_boundary_condition_is_exact(data, shape, path, parametrization, dtype, seed, make_model) -> None:
     """f(x, t, t) = x bit for bit, whatever the backbone returns."""
-    model = _model(shape, seed, path, parametrization, dtype)
+    model = make_model(shape[1:], seed=seed, path=path, parametrization=parametrization, dtype=dtype)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     t = torch.tensor(data.draw(times(shape[0], unit_floats)), dtype=dtype)
     out = model(x, t, t)
@@ -46,18 +42,18 @@ def test_boundary_condition_is_exact(data, shape, path, parametrization, dtype, 
 
 
 @given(data=st.data(), shape=shapes(), path=paths, parametrization=parametrizations, seed=seeds)
-def test_velocity_is_s_derivative_of_solution(data, shape, path, parametrization, seed) -> None:
+def test_velocity_is_s_derivative_of_solution(data, shape, path, parametrization, seed, make_model) -> None:
     """velocity(x, t) = d/ds f(x, t, s) at s = t, the derivative taken by autograd (float64)."""
-    model = _model(shape, seed, path, parametrization)
+    model = make_model(shape[1:], seed=seed, path=path, parametrization=parametrization)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     t = torch.tensor(data.draw(times(shape[0], unit_floats)), dtype=torch.float64)
     _, ds = torch.autograd.functional.jvp(lambda s: model(x, t, s), t.clone(), torch.ones_like(t))
     torch.testing.assert_close(model.velocity(x, t), ds, rtol=1e-10, atol=1e-12)
 
 
-def test_solution_closed_form_with_float_times() -> None:
+def test_solution_closed_form_with_float_times(make_model) -> None:
     """Python floats broadcast over the batch; f = a x + b F with the backbone's own output."""
-    model = _model((3, 2, 2), 0, parametrization="trig")
+    model = make_model((2, 2), parametrization="trig")
     x = torch.randn(3, 2, 2, dtype=torch.float64)
     f_out = model(x, 0.7, 0.2, output="backbone")
     expected_backbone = model.backbone(x, torch.full((3,), 0.7).double(), torch.full((3,), 0.2).double())
@@ -106,12 +102,27 @@ def test_velocity_calls_backbone_once_with_s_equal_t() -> None:
     assert torch.equal(t, s)
 
 
-def test_check_inputs_false_skips_the_range_check() -> None:
+def test_check_inputs_false_skips_the_value_checks() -> None:
     model = SolutionFlowWrapper(_Recorder(), check_inputs=False)
     out = model(torch.ones(2, 3), 1.5, -0.5)
     assert out.shape == (2, 3)
+    assert model(torch.full((2, 3), float("nan")), 0.5, 0.5).isnan().all()
+    checked = SolutionFlowWrapper(_Recorder())
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
-        SolutionFlowWrapper(_Recorder())(torch.ones(2, 3), 1.5, 0.0)
+        checked(torch.ones(2, 3), 1.5, 0.0)
+    # The per-call keyword overrides the wrapper's setting, both ways, without changing it.
+    assert checked(torch.ones(2, 3), 1.5, 0.0, check_inputs=False).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"s must lie in \[0, 1\]"):
+        model(torch.ones(2, 3), 0.5, -0.5, check_inputs=True)
+    assert checked.check_inputs
+    assert not model.check_inputs
+
+
+def test_allow_s_above_t_opts_in_to_maps_towards_the_noise() -> None:
+    x = torch.ones(2, 3)
+    model = SolutionFlowWrapper(_Recorder(), allow_s_above_t=True)
+    torch.testing.assert_close(model(x, 0.2, 0.7), x)  # F = 0: f = x for any (t, s)
+    assert len(model.backbone.calls) == 1
 
 
 def test_extra_repr_names_path_and_parametrization() -> None:
@@ -180,7 +191,8 @@ MU = torch.tensor([[1.5, -0.5, 0.0], [0.25, 2.0, -1.0]], dtype=torch.float64)
 
 @given(data=st.data(), sigma=st.sampled_from([0.0, 0.3, 1.0, 2.0]), seed=seeds)
 def test_oracle_reproduces_exact_solution_map(data, sigma, seed) -> None:
-    model = SolutionFlowWrapper(GaussianOracle(MU, sigma))
+    # The exact map holds in both directions; s > t is evaluated on purpose (the documented opt-in).
+    model = SolutionFlowWrapper(GaussianOracle(MU, sigma), allow_s_above_t=True)
     batch = 4
     lo = 0.05 if sigma == 0 else 0.0  # with sigma = 0 the marginal at t = 0 is a point mass
     t = torch.tensor(data.draw(times(batch, st.floats(lo, 1.0))), dtype=torch.float64)

@@ -13,8 +13,6 @@
 - `docs/api/index.md` gets a table of every documented name with the first line of its docstring,
   page by page, in place of the marker `<!-- api-index -->`, built from the `:::` lines of the pages
   listed under "API reference" in the navigation.
-- `docs/guides/infrastructure.md` is written alongside the infrastructure code; until it exists the
-  site shows a short stub in its place, so the navigation stays complete.
 """
 
 from __future__ import annotations
@@ -35,24 +33,10 @@ EXAMPLES = ROOT / "examples"
 _OPTIONAL_INCLUDE = re.compile(r'^(?P<indent>[ \t]*)--8<--\s+"(?P<path>benchmarks/results/[^"]+)"\s*$', re.M)
 _EXAMPLES_MARKER = "<!-- examples-index -->"
 _API_MARKER = "<!-- api-index -->"
-_ROLE = re.compile(r":[a-z]+:`~?(?:[\w]+\.)*(?P<name>\w+)`")
-
-_INFRASTRUCTURE_STUB = """\
-# Distributed, compile and mixed precision
-
-This guide is being written together with the infrastructure code. What holds already:
-
-- Every forward pass that needs a gradient goes through the model you pass in (the wrapper's
-  `forward`), so `DistributedDataParallel` and FSDP see every parameter use.
-- [`unwrap_model`][soflow_toolkit.unwrap_model] finds the
-  [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper] inside DDP, FSDP and `torch.compile`
-  wrappers; the losses, the objective and the samplers call it themselves.
-- The consistency loss needs no Jacobian-vector product, so fused attention kernels work unchanged.
-"""
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
-    """Publish benchmark figures and stand in for pages that are not written yet."""
+    """Publish the benchmark figures at the site root."""
     if RESULTS.is_dir():
         for figure in sorted(RESULTS.iterdir()):
             if figure.suffix.lower() in {".png", ".svg"} and files.get_file_from_path(figure.name) is None:
@@ -64,8 +48,6 @@ def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
                         use_directory_urls=config["use_directory_urls"],
                     )
                 )
-    if files.get_file_from_path("guides/infrastructure.md") is None:
-        files.append(File.generated(config, "guides/infrastructure.md", content=_INFRASTRUCTURE_STUB))
     return files
 
 
@@ -145,9 +127,7 @@ def _resolve(identifier: str) -> Any:
 
 
 def _summary(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    line = _first_paragraph(doc)
-    return _ROLE.sub(lambda m: f"`{m['name']}`", line).replace("|", "\\|")
+    return _first_paragraph(inspect.getdoc(obj)).replace("|", "\\|")
 
 
 def _api_pages(nav: Any) -> list[tuple[str, str]]:

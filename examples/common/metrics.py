@@ -39,7 +39,7 @@ class LossMeter:
 
     def update(self, out: SoFlowOutput, batch_size: int) -> None:
         terms = {"loss": out.loss}
-        for prefix, part in (("fm", out.flow_matching), ("sc", out.consistency)):
+        for prefix, part in (("fm", out.fm), ("sc", out.sc)):
             if part is not None:  # e.g. no flow matching part with the CIFAR-10 recipe
                 terms.update({f"{prefix}_mse": part.mse, f"{prefix}_weight": part.weight})
         for i, name in enumerate(_TERMS):

@@ -5,16 +5,16 @@ The paper's FIDs come from the TensorFlow ADM evaluator: 50,000 samples, stored 
 `mu`, `sigma` are used; CIFAR-10: the 50,000 training images), with the 2048 `pool_3` features of the
 2015-12-05 TensorFlow Inception-v3. This subpackage does the same in PyTorch:
 
-- :class:`FeatureStatistics`, :class:`StatisticsAccumulator`, :func:`feature_statistics`: mean and
+- [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics], [`StatisticsAccumulator`][soflow_toolkit.fid.StatisticsAccumulator], [`feature_statistics`][soflow_toolkit.fid.feature_statistics]: mean and
   covariance of features, in float64, chunk by chunk;
-- :func:`frechet_distance` (with :func:`sqrtm_psd`, :func:`trace_sqrt_product`): the Fréchet distance
+- [`frechet_distance`][soflow_toolkit.fid.frechet_distance] (with [`sqrtm_psd`][soflow_toolkit.fid.sqrtm_psd], [`trace_sqrt_product`][soflow_toolkit.fid.trace_sqrt_product]): the Fréchet distance
   from symmetric eigendecompositions in float64;
-- :func:`read_npz_batches`, :class:`NpzWriter`, :func:`read_statistics`, :func:`save_statistics`,
-  :func:`npz_array_info`: the ADM `.npz` layout, streamed;
-- :class:`InceptionFeatures`: torch-fidelity's port of the TensorFlow Inception (optional extra);
-- :func:`npz_statistics`, :func:`fid_from_npz` and the command line
+- [`read_npz_batches`][soflow_toolkit.fid.read_npz_batches], [`NpzWriter`][soflow_toolkit.fid.NpzWriter], [`read_statistics`][soflow_toolkit.fid.read_statistics], [`save_statistics`][soflow_toolkit.fid.save_statistics],
+  [`npz_array_info`][soflow_toolkit.fid.npz_array_info]: the ADM `.npz` layout, streamed;
+- [`InceptionFeatures`][soflow_toolkit.fid.InceptionFeatures]: torch-fidelity's port of the TensorFlow Inception (optional extra);
+- [`npz_statistics`][soflow_toolkit.fid.npz_statistics], [`fid_from_npz`][soflow_toolkit.fid.fid_from_npz] and the command line
   `python -m soflow_toolkit.fid SAMPLES.npz REFERENCE.npz`;
-- :func:`to_uint8`, :func:`class_labels`: the official sampling conventions.
+- [`to_uint8`][soflow_toolkit.fid.to_uint8], [`class_labels`][soflow_toolkit.fid.class_labels]: the official sampling conventions.
 
 Only torch is needed to import it; numpy is needed for `.npz` files, torch-fidelity (with torchvision)
 for the Inception network: `pip install 'soflow-toolkit[fid]'`.

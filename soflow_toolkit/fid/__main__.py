@@ -1,4 +1,4 @@
-"""`python -m soflow_toolkit.fid SAMPLES.npz REFERENCE.npz`: print the FID (see :mod:`soflow_toolkit.fid.cli`)."""
+"""`python -m soflow_toolkit.fid SAMPLES.npz REFERENCE.npz`: print the FID (the command line of `soflow_toolkit.fid.cli`)."""
 
 from __future__ import annotations
 

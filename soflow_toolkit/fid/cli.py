@@ -50,7 +50,7 @@ def _describe(path: Path, use_stored: bool) -> str:
 def main(argv: list[str] | None = None) -> float:
     """Parse `argv` (default: `sys.argv[1:]`), print the FID and return it.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> from soflow_toolkit.fid import FeatureStatistics, save_statistics
         >>> folder = tempfile.mkdtemp()

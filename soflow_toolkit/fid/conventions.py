@@ -3,7 +3,7 @@ r"""How the official SoFlow inference turns samples into an FID sample batch.
 The official `inference.py` (zlab-princeton/SoFlow) draws the class labels of the 50,000 samples
 uniformly at random, one `torch.randint` per batch, and converts the decoded images $x \in [-1, 1]$
 to pixels as `(x * 127.5 + 128).clamp(0, 255).to(torch.uint8)` (a float-to-uint8 cast truncates),
-channels last. :func:`to_uint8` and :func:`class_labels` reproduce both; `balanced=True` gives each
+channels last. [`to_uint8`][soflow_toolkit.fid.to_uint8] and [`class_labels`][soflow_toolkit.fid.class_labels] reproduce both; `balanced=True` gives each
 class the same number of samples instead, a common alternative that lowers the variance of FID.
 """
 
@@ -32,7 +32,7 @@ def to_uint8(images: Tensor) -> Tensor:
         TypeError: if `images` is not a floating tensor.
         ValueError: if it is not 4-D or contains NaN or infinite values.
 
-    Example:
+    Examples:
         >>> import torch
         >>> to_uint8(torch.tensor([-1.0, -0.5, 0.0, 1.0]).reshape(1, 1, 1, 4)).flatten().tolist()
         [0, 64, 128, 255]
@@ -76,7 +76,7 @@ def class_labels(
     Raises:
         ValueError: if `num` < 0 or `num_classes` < 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> labels = class_labels(10, 5, balanced=True, generator=torch.Generator().manual_seed(0))
         >>> torch.bincount(labels).tolist()

@@ -48,12 +48,12 @@ def npz_statistics(
     """Feature statistics of an `.npz`: the stored `mu`, `sigma` if any, else those of its images.
 
     As the ADM evaluator does, a file that stores `mu` and `sigma` (an ADM reference batch such as
-    `VIRTUAL_imagenet256_labeled.npz`, or a file of :func:`save_statistics`) is represented by them;
+    `VIRTUAL_imagenet256_labeled.npz`, or a file of [`save_statistics`][soflow_toolkit.fid.save_statistics]) is represented by them;
     otherwise the images `arr_0` (uint8 `(N, H, W, 3)`) are streamed through `extractor`.
 
     Args:
         path: the `.npz` file.
-        extractor: uint8 `(B, 3, H, W)` -> features `(B, D)`, e.g. :class:`InceptionFeatures`;
+        extractor: uint8 `(B, 3, H, W)` -> features `(B, D)`, e.g. [`InceptionFeatures`][soflow_toolkit.fid.InceptionFeatures];
             needed only when the statistics are computed from images.
         use_stored: use stored statistics when present (False: always compute from `arr_0`).
         batch_size: images per forward pass of the extractor.
@@ -61,14 +61,14 @@ def npz_statistics(
         progress: show a progress bar.
 
     Returns:
-        :class:`FeatureStatistics` in float64.
+        [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics] in float64.
 
     Raises:
         ValueError: if the images are needed but no extractor is given, or `arr_0` is not uint8
             `(N, H, W, 3)`.
         KeyError: if the file has neither statistics nor `arr_0`.
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np, torch
         >>> path = tempfile.mkdtemp() + "/s.npz"
         >>> np.savez(path, np.random.default_rng(0).integers(0, 256, (6, 4, 4, 3), dtype=np.uint8))
@@ -108,15 +108,15 @@ def fid_from_npz(
 ) -> float:
     r"""FID between a sample `.npz` and a reference `.npz` (ADM protocol).
 
-    Each file is represented by :func:`npz_statistics` (stored `mu`, `sigma` when present, else the
-    statistics of the features of `arr_0`), and the FID is their :func:`frechet_distance`. For the
+    Each file is represented by [`npz_statistics`][soflow_toolkit.fid.npz_statistics] (stored `mu`, `sigma` when present, else the
+    statistics of the features of `arr_0`), and the FID is their [`frechet_distance`][soflow_toolkit.fid.frechet_distance]. For the
     published ImageNet 256 numbers: 50,000 samples against `VIRTUAL_imagenet256_labeled.npz`; for
     CIFAR-10: 50,000 samples against the 50,000 training images.
 
     Args:
         samples: `.npz` of generated images (`arr_0`, uint8 `(N, H, W, 3)`) or of statistics.
         reference: the reference `.npz`.
-        extractor: the feature extractor; default: :class:`InceptionFeatures` (torch-fidelity),
+        extractor: the feature extractor; default: [`InceptionFeatures`][soflow_toolkit.fid.InceptionFeatures] (torch-fidelity),
             built only if a file needs features.
         inception_weights: local weights file for the default extractor (offline use).
         use_stored: use stored statistics when a file has them.
@@ -130,7 +130,7 @@ def fid_from_npz(
     Raises:
         ImportError: if the default extractor is needed and torch-fidelity is not installed.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> from soflow_toolkit.fid import FeatureStatistics, save_statistics
         >>> folder = tempfile.mkdtemp()

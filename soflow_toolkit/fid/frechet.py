@@ -70,7 +70,7 @@ def sqrtm_psd(matrix: Tensor) -> Tensor:
         TypeError: if `matrix` is not a floating tensor.
         ValueError: if it is not square, not symmetric, or not finite.
 
-    Example:
+    Examples:
         >>> import torch
         >>> sqrtm_psd(torch.diag(torch.tensor([4.0, 9.0])))
         tensor([[2., 0.],
@@ -95,7 +95,7 @@ def trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
 
     Computed as $\sum_i \sqrt{\lambda_i(A \Sigma_2 A)}$ with $A = \Sigma_1^{1/2}$ (see the module
     docstring): the eigenvalues of $\Sigma_1\Sigma_2$ are those of the symmetric PSD $A\Sigma_2A$.
-    Eigenvalues within rounding of zero count as zero, as in :func:`sqrtm_psd`.
+    Eigenvalues within rounding of zero count as zero, as in [`sqrtm_psd`][soflow_toolkit.fid.sqrtm_psd].
 
     Args:
         sigma1: covariance, shape `(D, D)`.
@@ -107,7 +107,7 @@ def trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
     Raises:
         ValueError: if the shapes differ or a matrix is not a finite symmetric square matrix.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a, b = torch.diag(torch.tensor([1.0, 4.0])), torch.diag(torch.tensor([4.0, 9.0]))
         >>> float(trace_sqrt_product(a, b))  # sqrt(1 * 4) + sqrt(4 * 9)
@@ -142,10 +142,10 @@ def frechet_distance(first: FeatureStatistics, second: FeatureStatistics) -> flo
         $d^2$ as a Python float.
 
     Raises:
-        TypeError: if an argument is not a :class:`FeatureStatistics`.
+        TypeError: if an argument is not a [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics].
         ValueError: if the feature dimensions differ.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = FeatureStatistics(torch.zeros(2), torch.eye(2))
         >>> b = FeatureStatistics(torch.tensor([3.0, 4.0]), 4 * torch.eye(2))

@@ -8,7 +8,7 @@ features. torch-fidelity (Obukhov et al.) ports that graph with its weights
 (`FeatureExtractorInceptionV3`) and the TensorFlow-compatible resize; its documentation reports the
 agreement with the TensorFlow reference (see the evaluation guide). torch-fidelity is an optional
 dependency (the `fid` extra; it needs torchvision) and is imported only when
-:class:`InceptionFeatures` is built.
+[`InceptionFeatures`][soflow_toolkit.fid.InceptionFeatures] is built.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class InceptionFeatures(nn.Module):
     TensorFlow 1's bilinear resize inside the network, as in the TensorFlow graph. Output: float32
     features `(B, 2048)`. TF32 is switched off during the forward pass (and restored after).
 
-    Weights: `weights=None` lets torch-fidelity download them from :data:`INCEPTION_WEIGHTS_URL`
+    Weights: `weights=None` lets torch-fidelity download them from [`INCEPTION_WEIGHTS_URL`][soflow_toolkit.fid.INCEPTION_WEIGHTS_URL]
     into the torch hub cache (`torch.hub.get_dir()/checkpoints`) the first time. Offline, download
     that file on another machine and pass its path (the command line's `--inception-weights`). The
     file is first read with `torch.load(weights_only=True)`, so a file that is not a plain state
@@ -72,7 +72,7 @@ class InceptionFeatures(nn.Module):
         FileNotFoundError: if `weights` does not exist.
         RuntimeError: if the weights cannot be downloaded (no network) or loaded.
 
-    Example:
+    Examples:
         ```python
         extractor = InceptionFeatures("weights-inception-2015-12-05-6726825d.pth", device="cuda")
         features = extractor(images_uint8)  # (B, 3, H, W) uint8 -> (B, 2048)

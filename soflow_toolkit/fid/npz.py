@@ -12,7 +12,7 @@ repository evaluates with a copy of it) reads these arrays of an `.npz`:
 A sample batch needs only `arr_0` (other arrays, such as labels, are ignored by the evaluator). The
 ImageNet 256 reference batch, `VIRTUAL_imagenet256_labeled.npz`, holds reference images in `arr_0`
 together with `mu`, `sigma`, `mu_s` and `sigma_s`; the evaluator takes the FID against the stored
-`mu` and `sigma`, not against features of `arr_0`, and so does :func:`npz_statistics`. numpy
+`mu` and `sigma`, not against features of `arr_0`, and so does [`npz_statistics`][soflow_toolkit.fid.npz_statistics]. numpy
 is needed here (the `fid` extra) and imported on first use.
 """
 
@@ -82,7 +82,7 @@ def npz_array_info(path: Path | str, key: str = "arr_0") -> tuple[tuple[int, ...
     Raises:
         KeyError: if the file has no array `key` (the message lists those it has).
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np
         >>> path = tempfile.mkdtemp() + "/s.npz"
         >>> np.savez(path, np.zeros((5, 8, 8, 3), np.uint8))
@@ -113,7 +113,7 @@ def read_npz_batches(path: Path | str, *, key: str = "arr_0", batch_size: int = 
         KeyError: if the file has no array `key`.
         ValueError: if `batch_size` < 1, or the file is truncated or not a plain C-order array.
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np
         >>> path = tempfile.mkdtemp() + "/s.npz"
         >>> np.savez(path, np.arange(10, dtype=np.uint8).reshape(5, 2))
@@ -138,18 +138,18 @@ def read_npz_batches(path: Path | str, *, key: str = "arr_0", batch_size: int = 
 
 def read_statistics(path: Path | str) -> FeatureStatistics:
     """The feature statistics `mu`, `sigma` stored in an `.npz` (an ADM reference batch, or a file of
-    :func:`save_statistics`).
+    [`save_statistics`][soflow_toolkit.fid.save_statistics]).
 
     Args:
         path: the `.npz` file.
 
     Returns:
-        :class:`FeatureStatistics` in float64 (`count` from the file's `count` array, else None).
+        [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics] in float64 (`count` from the file's `count` array, else None).
 
     Raises:
         KeyError: if the file has no `mu` or no `sigma` (the message lists the arrays it has).
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> path = tempfile.mkdtemp() + "/stats.npz"
         >>> save_statistics(path, FeatureStatistics(torch.zeros(2), torch.eye(2), count=50))
@@ -172,7 +172,7 @@ def read_statistics(path: Path | str) -> FeatureStatistics:
 def save_statistics(path: Path | str, stats: FeatureStatistics) -> None:
     """Write feature statistics as `mu`, `sigma` (float64) and `count` of an `.npz`.
 
-    The file can be passed to :func:`fid_from_npz` and the command line in place of images. (The ADM
+    The file can be passed to [`fid_from_npz`][soflow_toolkit.fid.fid_from_npz] and the command line in place of images. (The ADM
     evaluator additionally expects the sFID statistics `mu_s`, `sigma_s`, which are not written.)
 
     Args:
@@ -180,9 +180,9 @@ def save_statistics(path: Path | str, stats: FeatureStatistics) -> None:
         stats: the statistics.
 
     Raises:
-        TypeError: if `stats` is not a :class:`FeatureStatistics`.
+        TypeError: if `stats` is not a [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics].
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> path = tempfile.mkdtemp() + "/stats.npz"
         >>> save_statistics(path, FeatureStatistics(torch.zeros(2), torch.eye(2)))
@@ -206,7 +206,7 @@ class NpzWriter:
 
     The array is streamed into the (uncompressed, ZIP64) archive, so 50,000 ImageNet samples (9.8 GB)
     never sit in memory at once; `np.load` and the ADM evaluator read the file as if `np.savez` had
-    written it. Further arrays (e.g. labels) can be added with :meth:`add` once all rows are written.
+    written it. Further arrays (e.g. labels) can be added with [`add`][soflow_toolkit.fid.NpzWriter.add] once all rows are written.
     Used as a context manager, the file is completed on success and deleted if an error occurred.
 
     Args:
@@ -215,7 +215,7 @@ class NpzWriter:
         shape: the shape of one row, e.g. `(256, 256, 3)`.
         dtype: the stored dtype (`"uint8"` for images).
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np, torch
         >>> path = tempfile.mkdtemp() + "/x.npz"
         >>> with NpzWriter(path, 3, (2, 2, 3)) as writer:

@@ -1,7 +1,7 @@
 r"""Feature statistics for FID: mean and covariance, accumulated over chunks in float64.
 
 The ADM evaluator computes $\mu$ = `np.mean` and $\Sigma$ = `np.cov` (the unbiased covariance,
-divisor $N - 1$) of all Inception features at once. :class:`StatisticsAccumulator` gives the same
+divisor $N - 1$) of all Inception features at once. [`StatisticsAccumulator`][soflow_toolkit.fid.StatisticsAccumulator] gives the same
 numbers chunk by chunk, so 50,000 features never need to sit in memory: each chunk's mean and centred
 scatter matrix are merged into the running ones with the pairwise update of Chan, Golub & LeVeque
 (1979), which does not cancel catastrophically as $\sum x x^\top - N \mu\mu^\top$ can.
@@ -38,7 +38,7 @@ class FeatureStatistics:
         TypeError: if `mean` or `cov` is not a floating tensor.
         ValueError: if the shapes do not match `(D,)` and `(D, D)`, or `count` is below 2.
 
-    Example:
+    Examples:
         >>> import torch
         >>> stats = FeatureStatistics(torch.zeros(3), torch.eye(3), count=10)
         >>> stats.dim, stats.cov.dtype
@@ -86,12 +86,12 @@ class StatisticsAccumulator:
       M = M_a + M_b + \delta\delta^\top \frac{n_a n_b}{n}, \qquad \Sigma = \frac{M}{n - 1}.$$
 
     The result does not depend on how the features are split into chunks (up to rounding). Use
-    :meth:`merge` to combine the accumulators of several processes.
+    [`merge`][soflow_toolkit.fid.StatisticsAccumulator.merge] to combine the accumulators of several processes.
 
     Args:
         device: where the running sums live (default: the device of the first chunk).
 
-    Example:
+    Examples:
         >>> import torch
         >>> features = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
         >>> acc = StatisticsAccumulator()
@@ -192,25 +192,25 @@ def feature_statistics(
 
     Each batch is laid out as the ADM `.npz` files store images, `(B, H, W, 3)` uint8 in [0, 255];
     it is moved to `device`, permuted to `(B, 3, H, W)` and passed to `extractor`, which returns
-    `(B, D)` features (for FID, :class:`InceptionFeatures`: $D = 2048$). Features are accumulated in
-    float64 with :class:`StatisticsAccumulator`, under `torch.inference_mode()`.
+    `(B, D)` features (for FID, [`InceptionFeatures`][soflow_toolkit.fid.InceptionFeatures]: $D = 2048$). Features are accumulated in
+    float64 with [`StatisticsAccumulator`][soflow_toolkit.fid.StatisticsAccumulator], under `torch.inference_mode()`.
 
     Args:
-        batches: iterable of uint8 tensors `(B, H, W, 3)` (e.g. :func:`read_npz_batches`).
+        batches: iterable of uint8 tensors `(B, H, W, 3)` (e.g. [`read_npz_batches`][soflow_toolkit.fid.read_npz_batches]).
         extractor: callable from uint8 `(B, 3, H, W)` to features `(B, D)`.
         device: where the extractor runs (default: where each batch is).
         progress: show a tqdm progress bar (when tqdm is installed).
         total: number of batches, for the progress bar.
 
     Returns:
-        The :class:`FeatureStatistics` of all features.
+        The [`FeatureStatistics`][soflow_toolkit.fid.FeatureStatistics] of all features.
 
     Raises:
         TypeError: if a batch is not a uint8 tensor.
         ValueError: if a batch is not `(B, H, W, 3)`, the extractor returns a wrong shape, or fewer
             than 2 images came.
 
-    Example:
+    Examples:
         >>> import torch
         >>> images = torch.randint(0, 256, (8, 4, 4, 3), dtype=torch.uint8)
         >>> mean_colour = lambda x: x.float().mean(dim=(2, 3))  # a toy 3-feature extractor

@@ -9,9 +9,9 @@ changes of SoFlow (Luo, Yuan & Liu, arXiv 2512.15657, official code `zlab-prince
 - no learned variance (`learn_sigma=False`): the output has the input's shape.
 
 Everything else is DiT: patch embedding plus fixed 2-D sin-cos positions
-(:func:`~soflow_toolkit.models.grid_positions_2d`, first half of the features = column index),
+([`grid_positions_2d`][soflow_toolkit.models.grid_positions_2d], first half of the features = column index),
 transformer blocks with adaLN-Zero conditioning, a final adaLN layer, unpatchify. The state-dict names
-are this package's; :mod:`soflow_toolkit.pretrained` converts them to and from the official ones.
+are this package's; [`soflow_toolkit.pretrained`][soflow_toolkit.pretrained] converts them to and from the official ones.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def _positive_int(value: Any, name: str) -> None:
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """The shape of a :class:`DiT`. Defaults: DiT-B/4 on 32×32×4 SD-VAE latents of ImageNet 256.
+    """The shape of a [`DiT`][soflow_toolkit.models.DiT]. Defaults: DiT-B/4 on 32×32×4 SD-VAE latents of ImageNet 256.
 
-    Example:
+    Examples:
         >>> DiTConfig.from_size("XL/2").hidden_size
         1152
         >>> DiTConfig.from_size("T/4", input_size=8, num_classes=10)
@@ -89,7 +89,7 @@ class DiTConfig:
 
     @classmethod
     def from_size(cls, size: str, **overrides: Any) -> DiTConfig:
-        """The config of a named size of :data:`DIT_SIZES` (e.g. `"XL/2"`), with field overrides.
+        """The config of a named size of [`DIT_SIZES`][soflow_toolkit.models.DIT_SIZES] (e.g. `"XL/2"`), with field overrides.
 
         Raises:
             ValueError: for an unknown size, or overrides that are not fields of the config.
@@ -122,7 +122,7 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 class TimestepEmbedder(nn.Module):
     r"""Scalar times `(B,)` -> $\mathrm{fc}_2(\mathrm{SiLU}(\mathrm{fc}_1(\phi(t))))$, `(B, D)`.
 
-    $\phi$ is :func:`~soflow_toolkit.models.sinusoidal_embedding` with `frequency_dim` features of the
+    $\phi$ is [`sinusoidal_embedding`][soflow_toolkit.models.sinusoidal_embedding] with `frequency_dim` features of the
     raw value (DiT's timestep features, here fed times in $[0, 1]$).
     """
 
@@ -222,27 +222,27 @@ class DiT(nn.Module):
 
     with $E_t, E_s$ timestep embedders (`TimestepEmbedder`) of the raw $t$ and $t - s$ in $[0, 1]$, $E_y$ a label
     table with `num_classes + 1` rows (row `num_classes` is the null class; labels are never dropped
-    inside the network, :class:`~soflow_toolkit.SoFlowLoss` does that), $P$ the fixed positions of
-    :func:`~soflow_toolkit.models.grid_positions_2d` (a buffer `pos_embed`, saved in the state dict),
+    inside the network, [`SoFlowLoss`][soflow_toolkit.SoFlowLoss] does that), $P$ the fixed positions of
+    [`grid_positions_2d`][soflow_toolkit.models.grid_positions_2d] (a buffer `pos_embed`, saved in the state dict),
     and adaLN-Zero blocks (`DiTBlock`). It follows the backbone contract of
-    :class:`~soflow_toolkit.SolutionFlowWrapper`: `dit(x, t, s, labels)` returns `x`'s shape.
+    [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper]: `dit(x, t, s, labels)` returns `x`'s shape.
 
     Initialisation is DiT's: Xavier-uniform linear layers and patch embedding with zero biases,
     $\mathcal N(0, 0.02^2)$ label table and $E_t$ weights, and zero adaLN modulations and output layer,
     so the network outputs exactly 0 at initialisation ($f_\theta(x_t, t, s) = x_t$).
 
-    Extra conditioning: :meth:`condition` builds $c$; an additional zero-initialised embedder added to
+    Extra conditioning: [`condition`][soflow_toolkit.models.DiT.condition] builds $c$; an additional zero-initialised embedder added to
     it (e.g. of a guidance scale) leaves the initial network unchanged.
 
     Args:
-        config: a :class:`DiTConfig`; see :meth:`from_size` for the named sizes.
+        config: a [`DiTConfig`][soflow_toolkit.models.DiTConfig]; see [`from_size`][soflow_toolkit.models.DiT.from_size] for the named sizes.
 
     Shapes:
         `x`: `(B, in_channels, input_size, input_size)`; `t`, `s`: `(B,)` times in [0, 1];
         `labels`: `(B,)` integers in `[0, num_classes]` (`num_classes` = null), or None for the null
         class. Output: `x`'s shape and dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from soflow_toolkit import SolutionFlowWrapper
         >>> net = DiT.from_size("T/4", input_size=8, num_classes=10)
@@ -276,8 +276,8 @@ class DiT(nn.Module):
 
     @classmethod
     def from_size(cls, size: str, **overrides: Any) -> DiT:
-        """A DiT of a named size of :data:`DIT_SIZES` (`"B/4"`, `"B/2"`, `"M/2"`, `"L/2"`, `"XL/2"`,
-        `"T/4"`), with :class:`DiTConfig` field overrides (e.g. `input_size=16`)."""
+        """A DiT of a named size of [`DIT_SIZES`][soflow_toolkit.models.DIT_SIZES] (`"B/4"`, `"B/2"`, `"M/2"`, `"L/2"`, `"XL/2"`,
+        `"T/4"`), with [`DiTConfig`][soflow_toolkit.models.DiTConfig] field overrides (e.g. `input_size=16`)."""
         return cls(DiTConfig.from_size(size, **overrides))
 
     @torch.no_grad()
@@ -335,7 +335,7 @@ class DiT(nn.Module):
 
         Raises:
             ValueError: for an input whose shape does not match the config, or times that are not
-                `(B,)`; see also :meth:`condition`.
+                `(B,)`; see also [`condition`][soflow_toolkit.models.DiT.condition].
         """
         cfg = self.config
         expected = (cfg.in_channels, cfg.input_size, cfg.input_size)

@@ -2,11 +2,11 @@ r"""Sinusoidal features of scalars and of 2-D grid positions, shared by every ne
 
 Two embeddings, each a plain function:
 
-- :func:`sinusoidal_embedding`: the time (or noise-level) features of the transformer and diffusion
+- [`sinusoidal_embedding`][soflow_toolkit.models.sinusoidal_embedding]: the time (or noise-level) features of the transformer and diffusion
   literature (Vaswani et al. 2017; Ho et al. 2020; Peebles & Xie, DiT, 2023; Karras et al., EDM, 2022).
   SoFlow's backbones feed it the raw times $t$ and $t - s$ in $[0, 1]$ (SoFlow, arXiv 2512.15657; no
   scaling by 1000); callers who want the integer-timestep convention multiply first.
-- :func:`grid_positions_2d`: the fixed 2-D sin-cos positions of ViT-style patch tokens (MAE, He et al.
+- [`grid_positions_2d`][soflow_toolkit.models.grid_positions_2d]: the fixed 2-D sin-cos positions of ViT-style patch tokens (MAE, He et al.
   2022; DiT), in the layout of the official SoFlow DiT.
 """
 
@@ -63,7 +63,7 @@ def sinusoidal_embedding(
         ValueError: for `values` that are not 1-D, an odd or too small `dim`, a `max_period` that is not
             positive, or an unknown `order`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> sinusoidal_embedding(torch.tensor([0.0, 1.0]), 4)
         tensor([[1.0000, 1.0000, 0.0000, 0.0000],
@@ -118,7 +118,7 @@ def grid_positions_2d(dim: int, grid_size: int, *, max_period: float = 10_000.0)
     Raises:
         ValueError: for a `dim` that is not a positive multiple of 4 or a `grid_size` below 1.
 
-    Example:
+    Examples:
         >>> pos = grid_positions_2d(8, 2)  # tokens (0,0), (0,1), (1,0), (1,1)
         >>> pos[1, :4]  # column 1: sin(1), sin(0.01), cos(1), cos(0.01)
         tensor([0.8415, 0.0100, 0.5403, 0.9999])

@@ -7,8 +7,8 @@ arXiv 2512.15657, official code `zlab-princeton/SoFlow`): the noise embedding of
 $t - s$, each with its sine and cosine halves swapped, are concatenated (not added) before the mapping
 network; a 6-dimensional augmentation-label input (EDM's non-leaking augmentation); unconditional.
 
-The defaults of :class:`UNetConfig` are the official CIFAR-10 network.
-The state-dict names are this package's; :mod:`soflow_toolkit.pretrained` converts them to and from
+The defaults of [`UNetConfig`][soflow_toolkit.models.UNetConfig] are the official CIFAR-10 network.
+The state-dict names are this package's; [`soflow_toolkit.pretrained`][soflow_toolkit.pretrained] converts them to and from
 the official ones.
 """
 
@@ -39,9 +39,9 @@ def _check_positive_ints(values: Any, name: str, *, allow_empty: bool = False) -
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """The shape of a :class:`UNet`. Defaults: the official SoFlow CIFAR-10 network.
+    """The shape of a [`UNet`][soflow_toolkit.models.UNet]. Defaults: the official SoFlow CIFAR-10 network.
 
-    Example:
+    Examples:
         >>> UNetConfig().model_channels
         128
         >>> tiny = UNetConfig(model_channels=16, channel_mult=(1, 2), num_blocks=1, dropout=0.0)
@@ -136,6 +136,12 @@ class UNetBlock(nn.Module):
     the width or the resolution changes (the identity otherwise); with attention,
     $x'' = (x' + \mathrm{proj}(\mathrm{Attn}(\mathrm{GN}_3(x')))) / \sqrt 2$, where the 1×1 `qkv`
     convolution gives, per head, channels interleaved as $(c, \{q, k, v\})$.
+
+    Examples:
+        >>> import torch
+        >>> block = UNetBlock(8, 16, 32, resample="down", attention=True, num_heads=2)
+        >>> block(torch.randn(2, 8, 16, 16), torch.randn(2, 32)).shape
+        torch.Size([2, 16, 8, 8])
     """
 
     def __init__(
@@ -168,6 +174,15 @@ class UNetBlock(nn.Module):
             self.attn_proj = nn.Conv2d(out_channels, out_channels, 1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        r"""One residual block: $x \leftarrow (\text{res}(x, e) + \text{skip}(x))/\sqrt 2$, then attention.
+
+        Args:
+            x: feature maps `(B, in_channels, H, W)`.
+            emb: the time embedding `(B, emb_channels)`.
+
+        Returns:
+            `(B, out_channels, H', W')`, with $H' = H/2$ or $2H$ when the block resamples.
+        """
         h = F.silu(self.norm1(x))
         skip = x
         if self.resample is not None:
@@ -196,9 +211,9 @@ class UNet(nn.Module):
 
     Time conditioning: $e = [\phi(t) \,\|\, \phi(t - s)]\ (+\,W_a\,a)$, then
     $e \leftarrow \mathrm{SiLU}(\mathrm{fc}_2(\mathrm{SiLU}(\mathrm{fc}_1(e))))$, where $\phi$ is
-    :func:`~soflow_toolkit.models.sinusoidal_embedding` with `endpoint=True`, `order="sin_cos"` and
+    [`sinusoidal_embedding`][soflow_toolkit.models.sinusoidal_embedding] with `endpoint=True`, `order="sin_cos"` and
     `model_channels * channel_mult_noise` features of the raw time in $[0, 1]$, and $a$ the optional
-    augmentation labels. Encoder: a 3×3 convolution, then per level `num_blocks` blocks (:class:`UNetBlock`)
+    augmentation labels. Encoder: a 3×3 convolution, then per level `num_blocks` blocks ([`UNetBlock`][soflow_toolkit.models.UNetBlock])
     (self-attention at the `attn_resolutions`) and, between levels, a downsampling block. Decoder: two
     blocks at the lowest resolution (the first with attention), then per level an upsampling block
     (except at the lowest) and `num_blocks + 1` blocks that each take one encoder output by
@@ -210,13 +225,13 @@ class UNet(nn.Module):
     convolutions by $\sqrt{0.2}$.
 
     Args:
-        config: a :class:`UNetConfig` (default: the official CIFAR-10 network).
+        config: a [`UNetConfig`][soflow_toolkit.models.UNetConfig] (default: the official CIFAR-10 network).
 
     Shapes:
         `x`: `(B, in_channels, image_size, image_size)`; `t`, `s`: `(B,)` in [0, 1];
         `augment_labels`: `(B, augment_dim)` or None. Output: `x`'s shape and dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from soflow_toolkit import SolutionFlowWrapper
         >>> net = UNet(UNetConfig(image_size=8, model_channels=16, channel_mult=(1, 2), num_blocks=1,
@@ -340,7 +355,7 @@ class UNet(nn.Module):
 
         Raises:
             ValueError: for an input whose shape does not match the config, times that are not `(B,)`,
-                or bad augment labels (see :meth:`embed_times`).
+                or bad augment labels (see [`embed_times`][soflow_toolkit.models.UNet.embed_times]).
         """
         cfg = self.config
         expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
