@@ -10,7 +10,7 @@ EXTRAS ?= test,demo,bench,examples,docs,dev
 # The slowest tests are listed so that the suite's time stays visible.
 PYTEST_ARGS ?= --tb=long --durations=15
 
-.PHONY: install demo test test-fast lint typecheck docs docs-check docs-figures docs-serve bench-quick dist clean
+.PHONY: install demo test test-fast lint typecheck docs docs-check docs-figures docs-serve bench-quick gpu-check gpu-check-dry-run dist clean
 
 install: $(VENV)/.installed
 
@@ -61,6 +61,12 @@ dist: install  ## build the wheel and the sdist into dist/, check them and insta
 	$(PY) -m build --outdir dist .
 	$(VENV)/bin/twine check --strict dist/*
 	$(PY) scripts/check_dist.py dist
+
+gpu-check:  ## the GPU check on a CUDA machine (~8 min on one H200): no install step, the machine's own torch
+	$(PYTHON) benchmarks/gpu_check.py $(ARGS)
+
+gpu-check-dry-run: install  ## the GPU check's every part at tiny sizes on CPU (CI)
+	$(PY) benchmarks/gpu_check.py --dry-run
 
 clean:
 	rm -rf $(VENV) site dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

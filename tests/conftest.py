@@ -22,25 +22,30 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
 from oracles import RandomBackbone
 from reference import ReferenceNet, load_vectors
 from torch import Tensor
 
 from soflow_toolkit import SolutionFlowWrapper
 
-settings.register_profile(
-    "ci",
-    deadline=None,
-    max_examples=30,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-settings.register_profile("dev", deadline=None, max_examples=10)
-settings.register_profile(
-    "thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # a machine without the test extra (e.g. a bare GPU box): the files without it still run
+    settings = None
+
+if settings is not None:
+    settings.register_profile(
+        "ci",
+        deadline=None,
+        max_examples=30,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+    )
+    settings.register_profile("dev", deadline=None, max_examples=10)
+    settings.register_profile(
+        "thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The test models are tiny: one intra-op thread is faster than several (no fork/join overhead) and keeps
 # the suite from oversubscribing the machine's cores when subprocesses run alongside it.
