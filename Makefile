@@ -41,9 +41,11 @@ docs-check: docs  ## open the built site in headless Chromium: math rendered, no
 docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
 
-bench-quick: install
-	$(PY) benchmarks/step_cost.py --quick
-	$(PY) benchmarks/quality.py --quick
+bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go to outputs/bench-quick)
+	$(PY) benchmarks/step_cost.py --quick --out-dir outputs/bench-quick
+	$(PY) benchmarks/toys.py --quick
+	$(PY) benchmarks/digits.py --quick
+	$(PY) benchmarks/demo_budget.py --quick
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

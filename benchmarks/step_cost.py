@@ -1,21 +1,23 @@
-r"""Training-step cost of SoFlow against flow matching and MeanFlow (protocol: docs/benchmarks.md).
+r"""Training-step cost of SoFlow against flow matching and MeanFlow (protocol: docs/benchmarks/step_cost.md).
 
 Same backbone, same batch, same device, one process: a small DiT-style transformer (attention through
-`scaled_dot_product_attention`) and a small conv UNet (`benchmarks/models.py`). Rows:
+`scaled_dot_product_attention`) and a small conv UNet (`benchmarks/models.py`), and the toy MLP of the
+quality benchmarks (`soflow_toolkit.toy.MLPBackbone`, 2-D points, batch 256). Rows:
 
-- **FM**: plain flow matching on the raw backbone, one forward and one backward (the floor).
+- **FM**: flow matching (`flow_matching_loss`, ImageNet weighting), one forward and one backward (the floor).
 - **FM + CFG**: flow matching with the guided target (docs: method, guidance; one more no-grad forward).
 - **SoFlow**: the toolkit's `SoFlowLoss` with `SoFlowConfig.imagenet()` without guidance
   ($\rho = 0.75$), through `SolutionFlowWrapper` (input checks on, the default).
 - **SoFlow, check_inputs=False**: the same with the wrapper's time-range checks off.
 - **SoFlow + CFG**: `SoFlowConfig.imagenet()` ($\omega = 3$, mix 0.25, decay 0.8, drop 0.1).
-- **Official-structure SoFlow (+ CFG)**: a plain transcription of the official step on the raw
-  backbone: separate flow matching and consistency forwards (as in the official training step), random state saved before
-  the online consistency forward and restored for the target forward. With guidance it does five
-  forwards: unconditional (FM rows), FM with gradient, unconditional + conditional (consistency rows,
-  batched in one no-grad forward), online, target.
-- **MeanFlow (JVP) (+ CFG)**: `benchmarks/baselines.meanflow_loss` (`torch.func.jvp`) inside
-  `math_attention()`, since forward-mode AD has no rule for the fused attention kernels.
+- **Official structure (+ CFG)**: the official step's structure, built from the toolkit's two loss
+  functions on the objective's own draws (`SoFlowLoss.draw`): `flow_matching_loss` on the flow matching
+  rows and `solution_consistency_loss` on the consistency rows, each with its own forwards, as the
+  official training step does (with guidance: five forwards instead of the objective's three).
+- **MeanFlow** (`benchmarks/baselines.py`, inside `math_attention()`, since forward-mode AD has no
+  rule for the fused attention kernels), in its two exact forms: the JVP's primal output carrying the
+  gradient (`meanflow_loss_jvp_grad`), and the JVP without gradient plus one ordinary forward with
+  gradient (`meanflow_loss`, the same gradient); the faster one also with CFG.
 
 A step is: draw noise and times, compute the loss, `backward()`, drop the gradients
 (`zero_grad(set_to_none=True)`); no optimizer update (it costs the same for every method).
@@ -41,7 +43,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -56,33 +57,41 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from benchmarks.baselines import math_attention, meanflow_loss
-from benchmarks.models import TinyDiT, TinyUNet, count_parameters
-from soflow_toolkit import (
+from benchmarks.baselines import MeanFlowConfig, math_attention, meanflow_loss, meanflow_loss_jvp_grad  # noqa: E402
+from benchmarks.models import TinyDiT, TinyUNet, count_parameters  # noqa: E402
+from soflow_toolkit import (  # noqa: E402
     GuidanceConfig,
     SoFlowConfig,
     SoFlowLoss,
     SolutionFlowWrapper,
+    flow_matching_loss,
     sample_drop_mask,
+    solution_consistency_loss,
 )
+from soflow_toolkit.toy import MLPBackbone  # noqa: E402
 
 NUM_CLASSES = 10
 FM_TIME = (-0.2, 1.0)  # logit-normal (mean, std) of flow matching times (ImageNet recipe)
 CONFIG = SoFlowConfig.imagenet(total_steps=100_000)
 PLAIN = dataclasses.replace(CONFIG, guidance=GuidanceConfig())
 GUIDANCE = CONFIG.guidance
+MEANFLOW = MeanFlowConfig(p=CONFIG.p, eps=CONFIG.eps)
+MEANFLOW_CFG = dataclasses.replace(MEANFLOW, guidance_scale=GUIDANCE.scale, drop_rate=GUIDANCE.drop_rate)
 ROWS = (
     "FM",
     "FM + CFG",
     "SoFlow",
     "SoFlow, check_inputs=False",
     "SoFlow + CFG",
-    "Official-structure SoFlow",
-    "Official-structure SoFlow + CFG",
-    "MeanFlow (JVP)",
-    "MeanFlow (JVP) + CFG",
+    "Official structure",
+    "Official structure + CFG",
+    "MeanFlow (JVP with grad)",
+    "MeanFlow (no-grad JVP + forward)",
+    "MeanFlow (no-grad JVP + forward) + CFG",
 )
 BLOCKS = 3
 # Step memory below this is allocator and page-granularity noise (the --quick models hold tens of KiB
@@ -91,202 +100,139 @@ MEMORY_RESOLUTION_MIB = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Sizes:
-    """Model and batch sizes of a run."""
+class Backbone:
+    """One backbone of a run: its constructor arguments, the shape of a sample and the batch size."""
 
+    kwargs: dict[str, Any]
+    shape: tuple[int, ...]
     batch: int
-    dit: dict[str, Any]
-    unet: dict[str, Any]
-    dit_shape: tuple[int, int, int]
-    unet_shape: tuple[int, int, int]
 
 
-FULL = Sizes(
-    batch=32,
-    dit={"image_size": 16, "channels": 4, "patch": 2, "hidden": 128, "depth": 4, "heads": 4},
-    unet={"channels": 3, "base": 32, "mults": (1, 2)},
-    dit_shape=(4, 16, 16),
-    unet_shape=(3, 16, 16),
-)
-QUICK = Sizes(
-    batch=8,
-    dit={"image_size": 8, "channels": 4, "patch": 2, "hidden": 32, "depth": 1, "heads": 2},
-    unet={"channels": 3, "base": 8, "mults": (1, 2)},
-    dit_shape=(4, 8, 8),
-    unet_shape=(3, 8, 8),
-)
+FULL = {
+    "dit": Backbone(
+        {"image_size": 16, "channels": 4, "patch": 2, "hidden": 128, "depth": 4, "heads": 4}, (4, 16, 16), 32
+    ),
+    "unet": Backbone({"channels": 3, "base": 32, "mults": (1, 2)}, (3, 16, 16), 32),
+    # the quality benchmark's toy backbone and batch (benchmarks/toys.py)
+    "mlp": Backbone({"dim": 2, "hidden": 128, "depth": 4, "time_scale": 1.0}, (2,), 256),
+}
+QUICK = {
+    "dit": Backbone(
+        {"image_size": 8, "channels": 4, "patch": 2, "hidden": 32, "depth": 1, "heads": 2}, (4, 8, 8), 8
+    ),
+    "unet": Backbone({"channels": 3, "base": 8, "mults": (1, 2)}, (3, 8, 8), 8),
+    "mlp": Backbone({"dim": 2, "hidden": 16, "depth": 2, "time_scale": 1.0}, (2,), 16),
+}
+MODELS = {"dit": TinyDiT, "unet": TinyUNet, "mlp": MLPBackbone}
 
 
-def build_model(name: str, sizes: Sizes) -> tuple[nn.Module, tuple[int, int, int]]:
-    if name == "dit":
-        return TinyDiT(num_classes=NUM_CLASSES, **sizes.dit), sizes.dit_shape
-    if name == "unet":
-        return TinyUNet(num_classes=NUM_CLASSES, **sizes.unet), sizes.unet_shape
-    raise ValueError(f"unknown model {name!r}; expected 'dit' or 'unet'")
-
-
-def _expand(t: Tensor, x: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], *([1] * (x.ndim - 1)))
-
-
-def _logit_normal(n: int, mean: float, std: float, like: Tensor, generator: torch.Generator) -> Tensor:
-    z = torch.randn(n, generator=generator, device=generator.device).to(like.device, like.dtype)
-    return torch.sigmoid(mean + std * z)
-
-
-def _kappa(t: Tensor) -> Tensor:
-    """The guidance decay kappa(t) (docs: method, guidance)."""
-    tau = GUIDANCE.decay_time
-    u = ((1 - t) / (1 - tau)).clamp(0.0, 1 - 1e-6)
-    return torch.where(t <= tau, torch.ones_like(t), 1 - torch.exp(-0.025 * u / (1 - u)))
-
-
-def _guided(v: Tensor, v_uncond: Tensor, v_cond: Tensor, t: Tensor, dropped: Tensor) -> Tensor:
-    g = v + _expand(_kappa(t) * (GUIDANCE.scale - 1), v) * (v - v_uncond)
-    g = GUIDANCE.mix_ratio * g + (1 - GUIDANCE.mix_ratio) * v_cond
-    return torch.where(_expand(dropped, v), v, g).detach()
-
-
-def _weighted(per_sample: Tensor, p: float, eps: float) -> Tensor:
-    return (per_sample / (per_sample.detach() + eps).pow(p)).mean()
-
-
-def _mse(x: Tensor) -> Tensor:
-    return x.pow(2).reshape(x.shape[0], -1).mean(dim=1)
+def build_model(name: str, sizes: dict[str, Backbone]) -> tuple[nn.Module, Backbone]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
+    return MODELS[name](num_classes=NUM_CLASSES, **sizes[name].kwargs), sizes[name]
 
 
 class Bench:
     """Everything one backbone's rows share: the model, a batch, generators and the objectives."""
 
-    def __init__(self, model_name: str, sizes: Sizes, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, model_name: str, sizes: dict[str, Backbone], device: torch.device, dtype: torch.dtype
+    ) -> None:
         torch.manual_seed(0)
-        backbone, shape = build_model(model_name, sizes)
+        backbone, spec = build_model(model_name, sizes)
         self.backbone = backbone.to(device=device, dtype=dtype).train()
         self.wrapper = SolutionFlowWrapper(self.backbone)
         self.wrapper_unchecked = SolutionFlowWrapper(self.backbone, check_inputs=False)
         data_gen = torch.Generator().manual_seed(1)
-        self.data = torch.randn(sizes.batch, *shape, generator=data_gen).to(device, dtype)
-        self.labels = torch.randint(0, NUM_CLASSES, (sizes.batch,), generator=data_gen).to(device)
+        self.data = torch.randn(spec.batch, *spec.shape, generator=data_gen).to(device, dtype)
+        self.labels = torch.randint(0, NUM_CLASSES, (spec.batch,), generator=data_gen).to(device)
         self.generator = torch.Generator(device=device).manual_seed(2)
         self.plain = SoFlowLoss(PLAIN)
         self.plain_unchecked = SoFlowLoss(PLAIN)
         self.guided = SoFlowLoss(CONFIG)
         self.device = device
+        g = self.generator
         self.steps: dict[str, Callable[[], Tensor]] = {
             "FM": lambda: self.flow_matching(guided=False),
             "FM + CFG": lambda: self.flow_matching(guided=True),
-            "SoFlow": lambda: self.plain(self.wrapper, self.data, self.labels, generator=self.generator).loss,
+            "SoFlow": lambda: self.plain(self.wrapper, self.data, self.labels, generator=g).loss,
             "SoFlow, check_inputs=False": lambda: (
-                self.plain_unchecked(
-                    self.wrapper_unchecked, self.data, self.labels, generator=self.generator
-                ).loss
+                self.plain_unchecked(self.wrapper_unchecked, self.data, self.labels, generator=g).loss
             ),
             "SoFlow + CFG": lambda: (
-                self.guided(self.wrapper, self.data, self.labels, NUM_CLASSES, generator=self.generator).loss
+                self.guided(self.wrapper, self.data, self.labels, NUM_CLASSES, generator=g).loss
             ),
-            "Official-structure SoFlow": lambda: self.official(guided=False),
-            "Official-structure SoFlow + CFG": lambda: self.official(guided=True),
-            "MeanFlow (JVP)": lambda: self.meanflow(guided=False),
-            "MeanFlow (JVP) + CFG": lambda: self.meanflow(guided=True),
+            "Official structure": lambda: self.official(self.plain),
+            "Official structure + CFG": lambda: self.official(self.guided),
+            "MeanFlow (JVP with grad)": lambda: self.meanflow(meanflow_loss_jvp_grad, MEANFLOW),
+            "MeanFlow (no-grad JVP + forward)": lambda: self.meanflow(meanflow_loss, MEANFLOW),
+            "MeanFlow (no-grad JVP + forward) + CFG": lambda: self.meanflow(meanflow_loss, MEANFLOW_CFG),
         }
 
-    def _drop(self, guided: bool) -> tuple[Tensor, Tensor]:
-        """Dropped labels (null class) and the drop mask; nothing dropped without guidance."""
-        batch = self.data.shape[0]
-        if not guided:
-            return self.labels, torch.zeros(batch, dtype=torch.bool, device=self.device)
-        mask = sample_drop_mask(batch, GUIDANCE.drop_rate, generator=self.generator).to(self.device)
-        return torch.where(mask, torch.full_like(self.labels, NUM_CLASSES), self.labels), mask
-
-    def _null(self, n: int) -> Tensor:
-        return torch.full((n,), NUM_CLASSES, dtype=torch.long, device=self.device)
-
     def flow_matching(self, guided: bool) -> Tensor:
-        """Plain flow matching on the raw backbone, with the ImageNet adaptive weight."""
-        data, net = self.data, self.backbone
+        """Flow matching with the ImageNet adaptive weight: one forward with gradient (+ one without for CFG)."""
+        data, batch = self.data, self.data.shape[0]
         noise = torch.randn(data.shape, generator=self.generator, device=self.device, dtype=data.dtype)
-        t = _logit_normal(data.shape[0], *FM_TIME, data, self.generator)
-        labels, mask = self._drop(guided)
-        x_t = (1 - _expand(t, data)) * data + _expand(t, data) * noise
-        v = noise - data
-        pred = net(x_t, t, t, labels)
-        if guided:
-            with torch.no_grad():
-                v_uncond = net(x_t, t, t, self._null(data.shape[0]))
-            v = _guided(v, v_uncond, pred.detach(), t, mask)
-        return _weighted(_mse(pred - v), CONFIG.p, CONFIG.eps)
+        z = torch.randn(batch, generator=self.generator, device=self.device, dtype=data.dtype)
+        t = torch.sigmoid(FM_TIME[0] + FM_TIME[1] * z)
+        mask = sample_drop_mask(batch, GUIDANCE.drop_rate, generator=self.generator).to(self.device)
+        return flow_matching_loss(
+            self.wrapper_unchecked,
+            data,
+            noise,
+            t,
+            cond=self.labels,
+            p=CONFIG.p,
+            eps=CONFIG.eps,
+            guidance=GUIDANCE if guided else None,
+            drop_mask=mask if guided else None,
+            null_cond=NUM_CLASSES if guided else None,
+        ).loss
 
-    def official(self, guided: bool) -> Tensor:
-        """The official step's structure: separate flow matching and consistency forwards."""
-        data, net, cfg = self.data, self.backbone, CONFIG
-        batch = data.shape[0]
-        num_fm = math.floor(cfg.fm_fraction * batch)
-        noise = torch.randn(data.shape, generator=self.generator, device=self.device, dtype=data.dtype)
-        labels, mask = self._drop(guided)
+    def official(self, objective: SoFlowLoss) -> Tensor:
+        """The official step's structure: a flow matching loss and a consistency loss, each with its own forwards.
 
-        # Flow matching part.
-        d, n, y = data[:num_fm], noise[:num_fm], labels[:num_fm]
-        t = _logit_normal(num_fm, cfg.times.mean_fm, cfg.times.std_fm, data, self.generator)
-        x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
-        v = n - d
-        pred = net(x_t, t, t, y)
-        if guided:
-            with torch.no_grad():
-                v_uncond = net(x_t, t, t, self._null(num_fm))
-            v = _guided(v, v_uncond, pred.detach(), t, mask[:num_fm])
-        fm_loss = _weighted(_mse(pred - v), cfg.p, cfg.eps)
+        The same draws as the objective (`SoFlowLoss.draw`) and the toolkit's two loss functions on the
+        two parts of the batch: what the official training step computes, without batching the forwards.
+        """
+        cfg, data, batch = objective.config, self.data, self.data.shape[0]
+        guided = cfg.guidance.scale > 1
+        draw = objective.draw(data, conditional=guided, generator=self.generator)
+        n_fm = draw.t_fm.shape[0]
+        mask = draw.drop_mask
+        common: dict[str, Any] = {
+            "p": cfg.p,
+            "eps": cfg.eps,
+            "guidance": cfg.guidance if guided else None,
+            "null_cond": NUM_CLASSES if guided else None,
+        }
+        fm = flow_matching_loss(
+            self.wrapper_unchecked,
+            data[:n_fm],
+            draw.noise[:n_fm],
+            draw.t_fm,
+            cond=self.labels[:n_fm],
+            drop_mask=None if mask is None else mask[:n_fm],
+            **common,
+        )
+        sc = solution_consistency_loss(
+            self.wrapper_unchecked,
+            data[n_fm:],
+            draw.noise[n_fm:],
+            draw.t,
+            draw.l,
+            draw.s,
+            cond=self.labels[n_fm:],
+            drop_mask=None if mask is None else mask[n_fm:],
+            **common,
+        )
+        return (n_fm / batch) * fm.loss + ((batch - n_fm) / batch) * sc.loss
 
-        # Solution consistency part.
-        num_sc = batch - num_fm
-        d, n, y = data[num_fm:], noise[num_fm:], labels[num_fm:]
-        s_raw = _logit_normal(num_sc, cfg.times.mean_s, cfg.times.std_s, data, self.generator)
-        t_raw = _logit_normal(num_sc, cfg.times.mean_t, cfg.times.std_t, data, self.generator)
-        t = t_raw.clamp_min(1e-4)
-        s = torch.minimum(s_raw, t - 1e-4)
-        r = cfg.curriculum(0)
-        l = torch.minimum(t + (s - t) * r, t - 1e-4)
-        x_t = (1 - _expand(t, d)) * d + _expand(t, d) * n
-        v = n - d
-        if guided:
-            with torch.no_grad():
-                both = net(
-                    torch.cat([x_t, x_t]),
-                    torch.cat([t, t]),
-                    torch.cat([t, t]),
-                    torch.cat([self._null(num_sc), y]),
-                )
-            v = _guided(v, both[:num_sc], both[num_sc:], t, mask[num_fm:])
-        x_l = x_t + _expand(l - t, v) * v
-        cpu_state = torch.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        online = net(x_t, t, s, y)
-        torch.set_rng_state(cpu_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state, self.device)
-        with torch.no_grad():
-            f_l = x_l + _expand(s - l, x_l) * net(x_l, l, s, y)
-        f_t = x_t + _expand(s - t, x_t) * online
-        q = (f_t - f_l) / _expand(t - l, f_t)
-        w = 1.0 / (_mse(q) + cfg.eps).pow(cfg.p)
-        scaled = (q * _expand(w, q)).detach()
-        sc_loss = (torch.sign(s - t) * (online * scaled).reshape(num_sc, -1).mean(dim=1)).mean()
-        return (num_fm / batch) * fm_loss + (num_sc / batch) * sc_loss
-
-    def meanflow(self, guided: bool) -> Tensor:
-        _, mask = self._drop(guided)
+    def meanflow(self, loss: Callable[..., Tensor], config: MeanFlowConfig) -> Tensor:
         with math_attention():
-            loss, _ = meanflow_loss(
-                self.backbone,
-                self.data,
-                cond=self.labels,
-                null_cond=NUM_CLASSES,
-                guidance_scale=GUIDANCE.scale if guided else 1.0,
-                drop_mask=mask if guided else None,
-                p=CONFIG.p,
-                eps=CONFIG.eps,
-                generator=self.generator,
+            return loss(
+                self.backbone, self.data, config, cond=self.labels, null=NUM_CLASSES, generator=self.generator
             )
-        return loss
 
     def step(self, row: str) -> None:
         loss = self.steps[row]()
@@ -411,10 +357,11 @@ def _passes() -> dict[str, str]:
         "SoFlow": f"1 grad + {sc:g} no-grad",
         "SoFlow, check_inputs=False": f"1 grad + {sc:g} no-grad",
         "SoFlow + CFG": f"1 grad + {guide + sc:g} no-grad",
-        "Official-structure SoFlow": f"1 grad + {sc:g} no-grad",
-        "Official-structure SoFlow + CFG": f"1 grad + {guide + sc:g} no-grad",
-        "MeanFlow (JVP)": "1 JVP with grad",
-        "MeanFlow (JVP) + CFG": "1 JVP with grad + 1 no-grad",
+        "Official structure": f"1 grad + {sc:g} no-grad",
+        "Official structure + CFG": f"1 grad + {guide + sc:g} no-grad",
+        "MeanFlow (JVP with grad)": "1 JVP with grad",
+        "MeanFlow (no-grad JVP + forward)": "1 JVP no-grad + 1 grad",
+        "MeanFlow (no-grad JVP + forward) + CFG": "1 JVP no-grad + 1 grad + 1 no-grad",
     }
 
 
@@ -449,15 +396,9 @@ def summarize(
 TARGETS = (
     ("SoFlow / FM", "SoFlow", "FM", "time", 1.10),
     ("SoFlow + CFG / FM", "SoFlow + CFG", "FM", "time", 1.40),
-    ("SoFlow / MeanFlow (JVP)", "SoFlow", "MeanFlow (JVP)", "time", 0.60),
-    ("SoFlow / official structure", "SoFlow", "Official-structure SoFlow", "time", 1.00),
-    (
-        "SoFlow + CFG / official structure + CFG",
-        "SoFlow + CFG",
-        "Official-structure SoFlow + CFG",
-        "time",
-        1.00,
-    ),
+    ("SoFlow / MeanFlow (its faster form)", "SoFlow", "MeanFlow (no-grad JVP + forward)", "time", 0.60),
+    ("SoFlow / official structure", "SoFlow", "Official structure", "time", 1.00),
+    ("SoFlow + CFG / official structure + CFG", "SoFlow + CFG", "Official structure + CFG", "time", 1.00),
     ("SoFlow / FM, step memory", "SoFlow", "FM", "memory", 1.10),
 )
 
@@ -517,7 +458,7 @@ def markdown(result: dict[str, Any]) -> str:
     load = meta["load_average"]
     lines = [
         f"Measured with `{meta['command']}` on {meta['device_name']} ({device}, {meta['cpu_count']} cores, "
-        f"{threads}), torch {meta['torch']}, {meta['dtype']}, batch {meta['batch']}, "
+        f"{threads}), torch {meta['torch']}, {meta['dtype']}, "
         f"{meta['rounds']} interleaved rounds after {meta['warmup']} warm-up step{'s' if meta['warmup'] != 1 else ''} per row "
         f"(1-minute load average {load['start']:.2f} at the start, {load['end']:.2f} at the end; the "
         f"machine is shared). Backbones: "
@@ -527,11 +468,13 @@ def markdown(result: dict[str, Any]) -> str:
         f'"× FM, CPU" the same for the process CPU time of a step. '
         f"Step memory: {memory_note}; the whole-process peak is in the last column.",
         "",
-        "Rows: FM is plain flow matching on the raw backbone; SoFlow is `SoFlowLoss` with "
+        "Rows: FM is flow matching (`flow_matching_loss`); SoFlow is `SoFlowLoss` with "
         "`SoFlowConfig.imagenet()` (75% flow matching rows), without guidance or with its guidance "
-        "(scale 3, mix 0.25, decay 0.8, drop 0.1); the official-structure rows transcribe the official "
-        "step (separate flow matching and consistency forwards, random state saved and restored around "
-        "the target forward); MeanFlow uses `torch.func.jvp` with the math attention kernel. "
+        "(scale 3, mix 0.25, decay 0.8, drop 0.1); the official-structure rows compute the official "
+        "step's structure (a flow matching loss and a consistency loss, each with its own forwards, on "
+        "the objective's draws); MeanFlow uses `torch.func.jvp` with the math attention kernel, either "
+        "with the gradient through the JVP's primal output or with a no-grad JVP plus one forward with "
+        "gradient (the same gradient). "
         '"Evaluations per sample" counts backbone rows per batch sample: with guidance, every sample '
         "gets an unconditional evaluation and each consistency sample a conditional one (mix < 1), plus "
         "the consistency targets.",
@@ -571,8 +514,10 @@ def floor_note(result: dict[str, Any]) -> str:
     for model, table in result["tables"].items():
         ratio = {row["method"]: row["ratio_to_fm"] for row in table}
         parts.append(
-            f"{model}: FM + CFG {ratio['FM + CFG']:.2f}, official structure {ratio['Official-structure SoFlow']:.2f} "
-            f"and {ratio['Official-structure SoFlow + CFG']:.2f} with CFG"
+            f"{model}: FM + CFG {ratio['FM + CFG']:.2f}, official structure {ratio['Official structure']:.2f} "
+            f"and {ratio['Official structure + CFG']:.2f} with CFG; MeanFlow with grad through the JVP "
+            f"{ratio['MeanFlow (JVP with grad)']:.2f}, with a no-grad JVP and a forward "
+            f"{ratio['MeanFlow (no-grad JVP + forward)']:.2f}"
         )
     return (
         "Reading the figures: rows with the same evaluations per sample cost about the same. FM + CFG"
@@ -588,7 +533,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CI)")
-    parser.add_argument("--models", default="dit,unet", help="comma-separated: dit, unet")
+    parser.add_argument("--models", default="dit,unet,mlp", help="comma-separated: dit, unet, mlp")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 30; quick 3)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps per row (default 2; quick 1)")
     parser.add_argument(
@@ -633,12 +578,12 @@ def main(argv: list[str] | None = None) -> None:
     for model in models:
         bench = Bench(model, sizes, device, torch.float32)
         shape = tuple(bench.data.shape[1:])
-        described = sizes.dit if model == "dit" else sizes.unet
+        described = sizes[model].kwargs
         model_meta.append(
             {
                 "name": model,
                 "parameters": count_parameters(bench.backbone),
-                "description": f"{type(bench.backbone).__name__}({', '.join(f'{k}={v}' for k, v in described.items())}), input {shape}",
+                "description": f"{type(bench.backbone).__name__}({', '.join(f'{k}={v}' for k, v in described.items())}), input {shape}, batch {sizes[model].batch}",
             }
         )
         print(f"[{model}] timing {len(ROWS)} rows x {rounds} rounds ...", file=sys.stderr, flush=True)
@@ -672,7 +617,6 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "dtype": "float32",
-        "batch": sizes.batch,
         "rounds": rounds,
         "warmup": warmup,
         "models": model_meta,

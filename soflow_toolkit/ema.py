@@ -2,7 +2,8 @@ r"""Exponential moving average of model weights, as used by the official recipes
 
 $\bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta$ every `every` calls of
 [`EMA.update`][soflow_toolkit.EMA.update], optionally kept in a wider dtype (the CIFAR-10 recipe keeps float64 averages and
-updates every 16 steps; ImageNet updates every step in the parameters' dtype).
+updates every 16 steps; ImageNet updates every step in the parameters' dtype). With `warmup=True` the
+decay starts small and grows to $\gamma$, so that short runs do not average in the initial weights.
 """
 
 from __future__ import annotations
@@ -30,8 +31,18 @@ def _named_state(model: nn.Module) -> dict[str, Tensor]:
 class EMA:
     r"""Exponential moving average of a model's floating parameters and buffers.
 
-    $\bar\theta \leftarrow \gamma\,\bar\theta + (1 - \gamma)\,\theta$ on every `every`-th call of
-    [`update`][soflow_toolkit.EMA.update] (the first average is the initial weights).
+    $\bar\theta \leftarrow \gamma_k\,\bar\theta + (1 - \gamma_k)\,\theta$ on every `every`-th call of
+    [`update`][soflow_toolkit.EMA.update], $k = 0, 1, \dots$ counting the applied updates (the first average is the initial
+    weights), with
+
+    $$\gamma_k = \gamma \quad\text{or, with warm-up,}\quad \gamma_k = \min\Big(\gamma, \frac{1 + k}{10 + k}\Big).$$
+
+    Without warm-up the initial weights keep the share $\gamma^n$ of the average after $n$ updates
+    (37 % after $1/(1 - \gamma)$ of them: 1000 steps for $\gamma = 0.999$), which matters in short runs.
+    With warm-up $\gamma_0 = 0.1$: the first update moves the average 90 % of the way to the weights,
+    and the decay reaches $\gamma$ after about $9\gamma/(1 - \gamma)$ updates (9,000 for 0.999), so early
+    in training the average covers a window that grows with the run (about a tenth of its length),
+    and later the usual horizon $1/(1 - \gamma)$.
 
     Args:
         model: the model to average (a [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper], possibly inside
@@ -39,6 +50,7 @@ class EMA:
         decay: $\gamma \in [0, 1)$.
         every: apply the update on every `every`-th call (1 = every step).
         dtype: dtype of the averages (e.g. `torch.float64`); default: each tensor's own dtype.
+        warmup: use the warm-up decay $\min(\gamma, (1 + k)/(10 + k))$.
 
     Examples:
         >>> import torch
@@ -52,29 +64,59 @@ class EMA:
         >>> ema.copy_to(averaged)
         >>> torch.allclose(averaged.weight, net.weight - 0.5)
         True
+
+        With warm-up the first update uses the decay 0.1 instead of 0.999:
+
+        >>> warm = EMA(net, decay=0.999, warmup=True)
+        >>> with torch.no_grad():
+        ...     _ = net.weight.add_(1.0)
+        >>> warm.current_decay, round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        (0.1, -1.0)
+        >>> warm.update(net)
+        >>> round(warm.current_decay, 4), round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        (0.1818, -0.1)
     """
 
     def __init__(
-        self, model: nn.Module, decay: float = 0.9999, *, every: int = 1, dtype: torch.dtype | None = None
+        self,
+        model: nn.Module,
+        decay: float = 0.9999,
+        *,
+        every: int = 1,
+        dtype: torch.dtype | None = None,
+        warmup: bool = False,
     ) -> None:
-        if not 0 <= decay < 1:
-            raise ValueError(f"EMA decay must lie in [0, 1); got {decay}")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"EMA decay must be a number in [0, 1); got {decay!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"EMA every must be an int >= 1; got {every!r}")
+        if not isinstance(warmup, bool):
+            raise TypeError(f"EMA warmup must be a bool; got {type(warmup).__name__}")
         self.decay = float(decay)
         self.every = every
+        self.warmup = warmup
         self.num_calls = 0
         self.shadow: dict[str, Tensor] = {
             name: value.detach().clone().to(dtype or value.dtype)
             for name, value in _named_state(model).items()
         }
 
+    @property
+    def current_decay(self) -> float:
+        """The decay $\gamma_k$ that the next applied update uses."""
+        if not self.warmup:
+            return self.decay
+        k = self.num_calls // self.every  # updates applied so far
+        return min(self.decay, (1 + k) / (10 + k))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Count one training step; on every `every`-th count, move the averages towards `model`."""
-        self.num_calls += 1
-        if self.num_calls % self.every:
+        if (self.num_calls + 1) % self.every:
+            self.num_calls += 1
             return
+        decay = self.current_decay
+        self.num_calls += 1
         state = _named_state(model)
         if state.keys() != self.shadow.keys():
             missing = sorted(set(self.shadow) ^ set(state))[:5]
@@ -82,7 +124,7 @@ class EMA:
         names = list(self.shadow)
         averages = [self.shadow[n] for n in names]
         current = [state[n].detach().to(self.shadow[n].dtype) for n in names]
-        torch._foreach_lerp_(averages, current, 1.0 - self.decay)
+        torch._foreach_lerp_(averages, current, 1.0 - decay)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
@@ -98,12 +140,13 @@ class EMA:
         return {
             "decay": self.decay,
             "every": self.every,
+            "warmup": self.warmup,
             "num_calls": self.num_calls,
             "shadow": dict(self.shadow),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what [`state_dict`][soflow_toolkit.EMA.state_dict] saved."""
+        """Restore what [`state_dict`][soflow_toolkit.EMA.state_dict] saved (a state saved before `warmup` existed loads as no warm-up)."""
         shadow = state["shadow"]
         if shadow.keys() != self.shadow.keys():
             raise ValueError("the saved EMA holds different parameter names than this EMA")
@@ -111,4 +154,5 @@ class EMA:
             self.shadow[name].copy_(value)
         self.decay = float(state["decay"])
         self.every = int(state["every"])
+        self.warmup = bool(state.get("warmup", False))
         self.num_calls = int(state["num_calls"])

@@ -1,23 +1,29 @@
-"""The benchmark scripts' bookkeeping: ratios, targets and their verdicts on hand-made tables.
+"""The benchmarks' rivals and bookkeeping: the baselines against closed forms, the search, the verdicts.
 
 The measurements themselves belong to the benchmarks (`make bench-quick` runs them in CI); these
-tests pin down how figures become verdicts, including the degenerate cases a tiny or noisy run
-produces (a step that holds no measurable memory, a baseline at the noise floor).
+tests pin down that the rivals are implemented as written (MeanFlow's two forms give one gradient;
+the exact mean flow and shortcut of a point mass have zero loss), that every method gets the same
+search, and how figures become verdicts, including the degenerate cases a tiny or noisy run produces
+(a step that holds no measurable memory, a rival at the noise floor).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import quality, step_cost  # noqa: E402  (the repository root is not a package path)
+from benchmarks import baselines, common, digits, report, step_cost  # noqa: E402  (the root is no package path)
+from soflow_toolkit.toy import MLPBackbone  # noqa: E402
 
 
 def _row(method: str, times: list[float], step_mib: float | None = None) -> dict[str, Any]:
@@ -78,17 +84,253 @@ def test_summarize_omits_the_memory_ratio_below_resolution() -> None:
     assert rows["SoFlow"]["memory_ratio_to_fm"] == pytest.approx(0.01)
 
 
-def test_quality_verdicts_against_flow_matching() -> None:
-    assert quality.versus_fm(1.9e-3, 1.0e-3, 1e-5) == "1.90: met"
-    assert quality.versus_fm(2.1e-3, 1.0e-3, 1e-5) == "2.10: missed"
-    # FM within the floor's spread: a ratio would be noise, SoFlow is judged against the spread
-    assert quality.versus_fm(1e-3, 1e-5, 1e-4).endswith("10 × floor std: missed")
-    assert quality.versus_fm(3e-4, 1e-5, 1e-4).endswith("3 × floor std: met")
+class PointMass(nn.Module):
+    """The exact average velocity of the data distribution delta_0: z_t = t * noise, so u(z, r, t) = z / t."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return x / t.reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def test_quality_verdicts_against_meanflow() -> None:
-    assert quality.versus_meanflow(1e-3, 2e-3, 1e-5) == "0.50: met"
-    assert quality.versus_meanflow(3e-3, 2e-3, 1e-5) == "1.50: missed"
-    # MeanFlow at the floor (the estimate can even be negative): met only if SoFlow is there too
-    assert quality.versus_meanflow(1e-5, -1e-5, 1e-4).endswith(": met")
-    assert quality.versus_meanflow(1e-3, -1e-5, 1e-4).endswith(": missed")
+MEANFLOW_CONFIGS = [
+    baselines.MeanFlowConfig(),
+    baselines.MeanFlowConfig(noncollapsed=0.75, times="v0", p=0.5),
+    baselines.MeanFlowConfig(noncollapsed=0.5, times="v1", p=0.75, guidance_scale=2.0, drop_rate=0.3),
+]
+
+
+@pytest.mark.parametrize("config", MEANFLOW_CONFIGS)
+def test_meanflow_no_grad_jvp_plus_forward_has_the_gradient_of_the_jvp_with_grad(config) -> None:
+    """The cheaper form (JVP under no_grad, one forward with grad) is the same loss and gradient, float64."""
+    torch.manual_seed(0)
+    net = MLPBackbone(2, hidden=16, depth=2, num_classes=3, time_scale=1.0).double()
+    data = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(3, (64,), generator=torch.Generator().manual_seed(2))
+    out = []
+    for loss_fn in (baselines.meanflow_loss, baselines.meanflow_loss_jvp_grad):
+        net.zero_grad()
+        loss = loss_fn(net, data, config, cond=labels, null=3, generator=torch.Generator().manual_seed(3))
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = out
+    assert abs(float(loss_a - loss_b)) <= 1e-12 * abs(float(loss_b))
+    for a, b in zip(grads_a, grads_b, strict=True):
+        assert float((a - b).abs().max()) <= 1e-12 * float(b.abs().max())
+
+
+@pytest.mark.parametrize("config", MEANFLOW_CONFIGS[:2])
+def test_meanflow_loss_vanishes_at_the_exact_mean_flow(config) -> None:
+    """For data at 0, u(z, r, t) = z / t is the exact average velocity: u_tgt = v - (t - r) du/dt = u."""
+    data = torch.zeros(256, 3, dtype=torch.float64)
+    for loss_fn in (baselines.meanflow_loss, baselines.meanflow_loss_jvp_grad):
+        loss = loss_fn(PointMass(), data, config, generator=torch.Generator().manual_seed(0))
+        assert float(loss) < 1e-20
+
+
+@pytest.mark.parametrize("times", ["imagenet", "v0", "v1"])
+@pytest.mark.parametrize("noncollapsed", [0.25, 0.75])
+def test_meanflow_times_follow_their_definitions(times: str, noncollapsed: float) -> None:
+    config = baselines.MeanFlowConfig(times=times, noncollapsed=noncollapsed)
+    like = torch.zeros(1, dtype=torch.float64)
+    t, r = baselines.meanflow_times(40_000, config, like, torch.Generator().manual_seed(0))
+    assert bool((r <= t).all())
+    assert bool(((t > 0) & (t < 1)).all())
+    (t_mean, t_std), (r_mean, r_std) = baselines.MEANFLOW_TIMES[times]
+    distinct = float((r < t).double().mean())
+    median_t = float(torch.logit(t).median())
+    if times == "v1":
+        # collapse first, then r = min(t, r): a pair stays distinct only if its drawn r is below t
+        below = 0.5 * (1 + math.erf((t_mean - r_mean) / math.hypot(t_std, r_std) / math.sqrt(2)))
+        assert distinct == pytest.approx(noncollapsed * below, abs=0.01)
+        assert median_t == pytest.approx(t_mean, abs=0.05)  # t keeps its own prior
+    else:
+        assert distinct == pytest.approx(noncollapsed, abs=0.01)
+        # t = max of two iid logit-normal draws: the median of the max is mu + sigma * Phi^-1(sqrt(1/2))
+        assert median_t == pytest.approx(t_mean + 0.5449 * t_std, abs=0.05)
+
+
+def test_shortcut_loss_vanishes_at_the_exact_shortcut_and_not_elsewhere() -> None:
+    """For data at 0 the exact shortcut is z / t at every step size: both targets equal the prediction."""
+    data = torch.zeros(512, 2, dtype=torch.float64)
+    for config in (baselines.ShortcutConfig(), baselines.ShortcutConfig(bootstrap_fraction=0.5, levels=3)):
+        assert (
+            float(
+                baselines.shortcut_loss(PointMass(), data, config, generator=torch.Generator().manual_seed(0))
+            )
+            < 1e-24
+        )
+
+    class Off(PointMass):
+        def forward(self, x, t, s, cond=None):
+            return super().forward(x, t, s) + 0.1 * (t - s).reshape(-1, 1)  # wrong only for d = t - s > 0
+
+    value = baselines.shortcut_loss(
+        Off(), data, baselines.ShortcutConfig(), generator=torch.Generator().manual_seed(0)
+    )
+    assert float(value) > 1e-4
+
+
+def test_shortcut_targets_come_from_the_target_network() -> None:
+    torch.manual_seed(0)
+    online, other = MLPBackbone(2, hidden=8, depth=1), MLPBackbone(2, hidden=8, depth=1)
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    config = baselines.ShortcutConfig(bootstrap_fraction=0.5)
+
+    def loss(target: nn.Module | None) -> float:
+        with torch.no_grad():
+            return float(
+                baselines.shortcut_loss(
+                    online, data, config, target=target, generator=torch.Generator().manual_seed(2)
+                )
+            )
+
+    assert loss(None) == loss(online)
+    assert loss(other) != loss(online)
+
+
+def test_few_step_samplers_are_exact_on_the_point_mass() -> None:
+    noise = torch.randn(100, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    samplers = [
+        lambda: baselines.euler_fm_sample(PointMass(), noise, steps=3),
+        lambda: baselines.midpoint_fm_sample(PointMass(), noise, steps=2),
+        lambda: baselines.meanflow_sample(PointMass(), noise, steps=1),
+        lambda: baselines.shortcut_sample(PointMass(), noise, steps=4),
+    ]
+    for run in samplers:
+        assert float(run().abs().max()) < 1e-12
+
+
+class Linear(nn.Module):
+    """The velocity field F(x) = a x: integrating dx/dt = a x from t = 1 to 0 multiplies by exp(-a)."""
+
+    def forward(self, x, t, s, cond=None):
+        return 0.7 * x
+
+
+def test_euler_and_midpoint_have_their_closed_form_factors() -> None:
+    x = torch.ones(1, 1, dtype=torch.float64)
+    a, n = 0.7, 4
+    h = 1 / n
+    euler = float(baselines.euler_fm_sample(Linear(), x, steps=n))
+    midpoint = float(baselines.midpoint_fm_sample(Linear(), x, steps=n))
+    assert euler == pytest.approx((1 - a * h) ** n, rel=1e-12)
+    assert midpoint == pytest.approx((1 - a * h + (a * h) ** 2 / 2) ** n, rel=1e-12)
+    assert abs(midpoint - torch.exp(torch.tensor(-a)).item()) < abs(
+        euler - torch.exp(torch.tensor(-a)).item()
+    )
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+
+
+def test_every_method_trains_one_step_with_the_shared_loop() -> None:
+    budget = common.Budget(steps=3, batch=16, hidden=8, depth=1)
+
+    def batches(g: torch.Generator) -> tuple[torch.Tensor, None]:
+        return torch.randn(16, 2, generator=g), None
+
+    for method in common.METHODS:
+        trainer = common.Trainer(method, common.START[method], budget, 3, batches, seed=0)
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        model, seconds = trainer.run()
+        assert trainer.step_count == 3
+        assert seconds > 0
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+        # the evaluated model holds the EMA weights, not the last ones
+        assert torch.equal(model.backbone.out.weight, trainer.ema.shadow["backbone.out.weight"])
+        if method == "Shortcut":  # its targets use the EMA weights
+            assert torch.equal(trainer.target.backbone.out.weight, model.backbone.out.weight)
+
+
+def test_unknown_method_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown method 'GAN'"):
+        common.make_loss("GAN", {}, 10, None)
+
+
+def _count_settings(start: dict[str, Any], stages: list[dict[str, list[Any]]]) -> int:
+    search = common.StagedSearch(start, stages)
+    for index in range(len(stages)):
+        candidates = search.candidates(index)
+        search.record(index, candidates, [float(i) for i in range(len(candidates))])
+    return len(search.log)
+
+
+@pytest.mark.parametrize("method", common.METHODS)
+def test_every_method_gets_a_search_of_the_same_size(method: str) -> None:
+    assert _count_settings(common.START[method], common.SEARCH[method]) == 12
+    assert _count_settings(digits.START_DIGITS[method], digits.SEARCH_DIGITS[method]) == 12
+    # the shared settings are searched for every method, from the same start
+    assert common.SEARCH[method][:2] == common.SEARCH["SoFlow"][:2]
+    assert {k: common.START[method][k] for k in ("lr", "time_scale", "ema")} == {
+        "lr": 3e-3,
+        "time_scale": 1000.0,
+        "ema": 0.999,
+    }
+
+
+def test_staged_search_keeps_the_best_and_moves_one_stage_at_a_time() -> None:
+    stages = [{"a": [1, 2], "b": [10, 20]}, {"c": [5, 6]}]
+    search = common.StagedSearch({"a": 1, "b": 10, "c": 7}, stages)
+    first = search.candidates(0)
+    assert first == [
+        {"a": 1, "b": 10, "c": 7},
+        {"a": 1, "b": 20, "c": 7},
+        {"a": 2, "b": 10, "c": 7},
+        {"a": 2, "b": 20, "c": 7},
+    ]
+    search.record(0, first, [3.0, 1.0, 2.0, 4.0])
+    assert search.best == {"a": 1, "b": 20, "c": 7}
+    second = search.candidates(1)
+    assert second == [{"a": 1, "b": 20, "c": 5}, {"a": 1, "b": 20, "c": 6}]
+    search.record(1, second, [1.5, 0.5])  # 1.5 is worse than the best so far: not taken
+    assert search.best == {"a": 1, "b": 20, "c": 6}
+    assert search.best_score == 0.5
+    assert [entry["stage"] for entry in search.log] == [0, 0, 0, 0, 1, 1]
+
+
+def test_equal_time_steps_divide_the_reference_steps_by_the_cost_ratio() -> None:
+    costs = {"SoFlow": {"ratio": 1.0}, "MeanFlow": {"ratio": 1.95}, "FM": {"ratio": 0.765}}
+    assert common.equal_time_steps(4000, costs) == {"SoFlow": 4000, "MeanFlow": 2051, "FM": 5229}
+
+
+def test_method_knobs_pass_every_non_shared_setting_on() -> None:
+    settings = {
+        "lr": 1e-3,
+        "time_scale": 1.0,
+        "ema": 0.99,
+        "guidance_scale": 2.0,
+        "r_end": 0.03,
+        "renamed_field": 1,
+    }
+    assert common.method_knobs(settings) == {"r_end": 0.03, "renamed_field": 1}
+    with pytest.raises(TypeError):  # an unknown knob is an error, never silently dropped
+        common.make_loss("SoFlow", settings, 10, None)
+
+
+def test_pm_prints_negative_means_as_negative() -> None:
+    assert common.pm([-1e-4, -3e-4], 2, scale=1000.0) == "-0.20 ± 0.14"
+    assert common.pm([0.5], 3) == "0.500"
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+
+def test_compare_gives_per_seed_ratios_and_a_verdict() -> None:
+    lead = report.compare([1.0, 2.0, 3.0], [2.0, 4.0, 4.0])
+    assert lead["ratios"] == [0.5, 0.5, 0.75]
+    assert lead["ratio"] == "0.58 ± 0.14"
+    assert lead["verdict"] == "SoFlow leads"
+    assert report.compare([3.0, 3.0], [2.0, 1.0])["verdict"] == "rival leads"
+    assert report.compare([1.0, 3.0], [2.0, 2.0])["verdict"] == "mixed: SoFlow lower on 1 of 2 seeds"
+    assert report.compare([1.0], [2.0])["verdict"] == "SoFlow leads (one seed)"
+
+
+def test_compare_gives_no_ratio_to_a_rival_at_the_noise_floor() -> None:
+    """An unbiased energy distance near 0 can be negative: no ratio to it, SoFlow judged against the floor."""
+    at_floor = report.compare([1e-5, 2e-5], [-1e-5, 1e-5], floor_std=1e-4)
+    assert (at_floor["ratio"], at_floor["verdict"]) == ("–", "both at the noise floor")
+    above = report.compare([1e-3, 2e-3], [-1e-5, 1e-5], floor_std=1e-4)
+    assert above["verdict"] == "rival at the noise floor, SoFlow above it"
+    assert (
+        report.compare([1e-5, 1e-5], [1e-3, 2e-3], floor_std=1e-4)["verdict"]
+        == "SoFlow leads (SoFlow at the noise floor)"
+    )

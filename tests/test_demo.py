@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from soflow_toolkit.toy import checkerboard, energy_distance
+from soflow_toolkit.toy import assign_modes, support_scores
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 KEYS = ("SoFlow, 1 NFE", "SoFlow, 2 NFE", "flow matching, 100 Euler steps", "noise floor (data vs data)")
@@ -25,9 +25,12 @@ def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_demo_writes_a_plot_and_sane_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_demo_writes_a_plot_and_sane_metrics(tmp_path: Path, jobs: str) -> None:
     result = run_demo(
-        tmp_path, "--steps", "5", "--batch-size", "64", "--eval-points", "500", "--dataset", "ring"
+        tmp_path,
+        *("--steps", "5", "--batch-size", "64", "--hidden", "16", "--eval-points", "500"),
+        *("--dataset", "ring", "--jobs", jobs),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = tmp_path / "demo"
@@ -35,22 +38,29 @@ def test_demo_writes_a_plot_and_sane_metrics(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 5_000  # four scatter panels, not an empty canvas
     report = json.loads((out / "metrics.json").read_text())
-    assert report["dataset"] == "ring"
-    assert report["steps"] == 5
-    assert report["batch_size"] == 64
+    assert (report["dataset"], report["steps"], report["batch_size"], report["hidden"]) == ("ring", 5, 64, 16)
     assert report["eval_points"] == 500
     assert set(KEYS) <= set(report["metrics"])
     for values in report["metrics"].values():
+        assert set(values) == {"on_support", "modes_covered", "energy_distance"}
         assert all(math.isfinite(v) for v in values.values())
+        assert 0 <= values["on_support"] <= 1
     metrics = report["metrics"]
-    # after 5 steps the model is far from the data, the floor (data vs data) is not
-    floor = metrics["noise floor (data vs data)"]["energy_distance"]
-    assert abs(floor) < metrics["SoFlow, 1 NFE"]["energy_distance"] / 5
-    assert report["train_seconds"]["soflow"] > 0
-    assert report["train_seconds"]["flow_matching"] > 0
-    # the printed table reports the same numbers
-    assert f"{metrics['SoFlow, 1 NFE']['energy_distance']:.5f}" in result.stdout
+    assert report["soflow_1nfe_on_support"] == metrics["SoFlow, 1 NFE"]["on_support"]
+    # after 5 steps the model is far from the data, the floor (fresh data) is not
+    floor = metrics["noise floor (data vs data)"]
+    assert abs(floor["energy_distance"]) < metrics["SoFlow, 1 NFE"]["energy_distance"] / 5
+    assert floor["on_support"] > 0.98
+    assert floor["on_support"] > metrics["SoFlow, 1 NFE"]["on_support"]
+    assert all(report["train_seconds"][k] > 0 for k in ("soflow", "flow_matching", "wall"))
+    assert "negative" in report["energy_distance_note"]
+    # the printed table reports the same numbers, the on-support share and what a negative distance means
+    assert f"{metrics['SoFlow, 1 NFE']['energy_distance']:.6f}" in result.stdout
+    assert (
+        f"{100 * metrics['SoFlow, 1 NFE']['on_support']:.1f}% of the samples on the support" in result.stdout
+    )
     assert "noise floor" in result.stdout
+    assert "negative" in result.stdout
 
 
 def load_demo():
@@ -66,6 +76,7 @@ def load_demo():
         (["--steps", "0"], "--steps must be >= 1"),
         (["--dataset", "swiss_roll"], "invalid choice"),
         (["--batch-size", "1"], "--batch-size"),
+        (["--jobs", "3"], "invalid choice"),
     ],
 )
 def test_demo_rejects_bad_options(args: list[str], message: str, capsys) -> None:
@@ -85,13 +96,26 @@ def test_demo_defaults_are_the_documented_ones() -> None:
 
 @pytest.mark.slow
 def test_demo_learns_the_checkerboard_in_one_step(tmp_path: Path) -> None:
-    """After a short real training run, one-step samples are far closer to the data than the noise is."""
-    result = run_demo(tmp_path, "--steps", "3000", "--eval-points", "4000", "--seed", "1")
+    """After a short real run, far more one-step samples lie on the black squares than untrained ones."""
+    result = run_demo(
+        tmp_path,
+        "--steps",
+        "2000",
+        "--hidden",
+        "128",
+        "--batch-size",
+        "256",
+        "--eval-points",
+        "4000",
+        "--seed",
+        "1",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())["metrics"]
-    g = torch.Generator().manual_seed(0)
-    untrained = float(energy_distance(torch.randn(4000, 2, generator=g), checkerboard(4000, generator=g)))
-    # Measured at these settings: untrained 0.041, SoFlow 1 NFE 0.0082, 2 NFE 0.0014, flow matching 0.00085.
-    assert metrics["SoFlow, 1 NFE"]["energy_distance"] < untrained / 3
-    assert metrics["SoFlow, 2 NFE"]["energy_distance"] < untrained / 10
-    assert metrics["flow matching, 100 Euler steps"]["energy_distance"] < untrained / 10
+    noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+    untrained = float(support_scores(assign_modes("checkerboard", noise), 8)[0])  # about 0.45
+    assert untrained < 0.5
+    assert metrics["SoFlow, 1 NFE"]["on_support"] > 0.7
+    assert metrics["SoFlow, 2 NFE"]["on_support"] > 0.7
+    assert metrics["flow matching, 100 Euler steps"]["on_support"] > 0.7
+    assert metrics["SoFlow, 1 NFE"]["modes_covered"] == 1.0

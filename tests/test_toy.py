@@ -1,4 +1,4 @@
-"""Built-in 2-D datasets, the energy distance, the sliced Wasserstein distance and MLPBackbone."""
+"""soflow_toolkit.toy: the 2-D datasets and their supports, the metrics and MLPBackbone."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from hypothesis import strategies as st
 
 from soflow_toolkit import SoFlowConfig, SoFlowLoss, SolutionFlowWrapper, sample
 from soflow_toolkit.toy import (
+    NUM_MODES,
     TOY_DATASETS,
     MLPBackbone,
+    assign_modes,
     checkerboard,
     eight_gaussians,
     energy_distance,
     get_toy_dataset,
+    precision_recall,
     ring,
+    sliced_energy_distance,
     sliced_wasserstein,
     spiral,
+    support_scores,
+    timestep_embedding,
     two_moons,
 )
 
@@ -134,7 +140,146 @@ def test_gaussian_ring_rejects_bad_parameters(name: str) -> None:
         get_toy_dataset(name)(3, std=0.0)
 
 
+# ------------------------------------------------------------------------------------------ supports
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_lie_on_their_support_and_cover_every_mode(name: str) -> None:
+    """Fresh data: (almost) every point on the support, every mode with about its equal share."""
+    x = get_toy_dataset(name)(20_000, generator=torch.Generator().manual_seed(5))
+    modes = assign_modes(name, x)
+    on_support, coverage = support_scores(modes, NUM_MODES[name])
+    # exact for the checkerboard; 1 - exp(-9/2) = 98.9 % for 2-D Gaussians within 3 std; curves in between
+    assert float(on_support) >= (1.0 if name == "checkerboard" else 0.985)
+    assert float(coverage) == 1.0
+    share = torch.bincount(modes[modes >= 0], minlength=NUM_MODES[name]).float() / x.shape[0]
+    assert float((share - 1 / NUM_MODES[name]).abs().max()) < 0.02
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_points_far_from_the_data_are_off_the_support(name: str) -> None:
+    far = torch.tensor([[5.0, 5.0], [-4.0, 0.3], [0.0, -6.0]])
+    assert bool((assign_modes(name, far) == -1).all())
+
+
+def test_gaussian_modes_are_the_nearest_centre_within_the_tolerance() -> None:
+    angles = 2 * math.pi * torch.arange(8) / 8
+    centres = 2.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    assert torch.equal(assign_modes("eight_gaussians", centres), torch.arange(8))
+    # std 0.2: a point 0.59 from a centre is inside 3 std, at 0.61 outside; with tolerance 1 at 0.19 inside
+    offsets = torch.tensor([[0.59, 0.0], [0.61, 0.0], [0.19, 0.0]])
+    points = centres[0] + offsets
+    assert assign_modes("eight_gaussians", points).tolist() == [0, -1, 0]
+    assert assign_modes("eight_gaussians", points, tolerance=1.0).tolist() == [-1, -1, 0]
+
+
+def test_checkerboard_modes_number_the_black_squares() -> None:
+    centres = torch.tensor([[c - 1.5, r - 1.5] for c in range(4) for r in range(4) if (c + r) % 2 == 0])
+    assert assign_modes("checkerboard", centres).tolist() == list(range(8))
+    white = torch.tensor([[c - 1.5, r - 1.5] for c in range(4) for r in range(4) if (c + r) % 2 == 1])
+    assert bool((assign_modes("checkerboard", white) == -1).all())
+
+
+def test_curve_modes_separate_the_moons_and_the_arms() -> None:
+    upper = two_moons(2000, generator=torch.Generator().manual_seed(0), noise=1e-9)
+    p = upper / 1.5 + torch.tensor([0.5, 0.25])
+    on_upper = (p.norm(dim=1) - 1).abs() < 1e-5
+    assert torch.equal(assign_modes("two_moons", upper), torch.where(on_upper, 0, 1))
+    arms = spiral(2000, generator=torch.Generator().manual_seed(0), noise=1e-9)
+    arm_of_point = assign_modes("spiral", arms)
+    assert bool((arm_of_point >= 0).all())
+    # the two arms are point reflections of each other: reflecting a point swaps its arm
+    assert torch.equal(assign_modes("spiral", -arms), 1 - arm_of_point)
+
+
+def test_assign_modes_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown toy dataset"):
+        assign_modes("swiss_roll", torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        assign_modes("ring", torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="floating"):
+        assign_modes("ring", torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
+        assign_modes("ring", [[0.0, 0.0]])
+    with pytest.raises(ValueError, match="tolerance must be a positive number"):
+        assign_modes("ring", torch.zeros(2, 2), tolerance=0.0)
+
+
+def test_support_scores_closed_form() -> None:
+    # 10 points: 7 on the support, modes 0 (4 points), 1 (2), 2 (1) of 4; min_share 0.25 -> count >= 0.625
+    modes = torch.tensor([0, 0, 0, 0, 1, 1, 2, -1, -1, -1])
+    on_support, coverage = support_scores(modes, 4)
+    assert float(on_support) == 0.7
+    assert float(coverage) == 0.75
+    # a stricter share: mode k needs at least 10 * 0.5 / 4 = 1.25 points -> modes 0 and 1
+    assert float(support_scores(modes, 4, min_share=0.5)[1]) == 0.5
+    assert support_scores(torch.tensor([-1, -1]), 3) == (0.0, 0.0)
+
+
+def test_support_scores_reject_bad_input() -> None:
+    with pytest.raises(TypeError, match="integer tensor"):
+        support_scores(torch.zeros(3), 2)
+    with pytest.raises(ValueError, match=r"shape \(N,\)"):
+        support_scores(torch.zeros(2, 2, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match=r"lie in \[-1, 2\)"):
+        support_scores(torch.tensor([0, 2]), 2)
+    with pytest.raises(ValueError, match="num_modes"):
+        support_scores(torch.tensor([0]), 0)
+    with pytest.raises(ValueError, match="min_share"):
+        support_scores(torch.tensor([0]), 1, min_share=0.0)
+
+
 # ------------------------------------------------------------------------------------------ metrics
+
+
+def test_precision_recall_closed_form_in_one_dimension() -> None:
+    real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    # k = 1: every real radius is 1; fake 0.5 is inside, 10 is not. The two fake points are 9.5 apart,
+    # so each fake ball has radius 9.5 and covers every real point.
+    precision, recall = precision_recall(real, torch.tensor([[0.5], [10.0]]), k=1)
+    assert (float(precision), float(recall)) == (0.5, 1.0)
+    # k = 2: real radii 2, 1, 1, 2 (the second neighbour); fake {2.9, 3.1} radii 0.2 cover only real 3
+    precision, recall = precision_recall(real, torch.tensor([[2.9], [3.1], [5.2]]), k=2)
+    # fake 2.9 and 3.1 lie within 1 of real 2 or 2 of real 3; 5.2 is 2.2 from 3 -> outside
+    assert float(precision) == pytest.approx(2 / 3)
+    # fake radii (2nd neighbour): 2.9 -> 2.3, 3.1 -> 2.1, 5.2 -> 2.3; real 1, 2, 3 within, 0 is 2.9 away
+    assert float(recall) == 0.75
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(4, 30), m=st.integers(4, 30), k=st.integers(1, 3))
+def test_precision_recall_swap_and_identity(seed: int, n: int, m: int, k: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 2, generator=g), torch.randn(m, 2, generator=g) + 1.0
+    p_xy, r_xy = precision_recall(x, y, k=k)
+    p_yx, r_yx = precision_recall(y, x, k=k)
+    assert float(p_xy) == float(r_yx)
+    assert float(r_xy) == float(p_yx)
+    assert 0.0 <= float(p_xy) <= 1.0
+    assert precision_recall(x, x.clone(), k=k) == (1.0, 1.0)
+
+
+def test_precision_recall_sees_blur_that_energy_distance_barely_sees() -> None:
+    """Mass spread between the modes lowers precision far more than it raises the energy distance."""
+    g = torch.Generator().manual_seed(0)
+    real, sharp = ring(4000, generator=g), ring(4000, generator=g)
+    blurred = ring(4000, generator=g, std=0.3)
+    p_sharp, r_sharp = precision_recall(real, sharp)
+    p_blur, _ = precision_recall(real, blurred)
+    assert float(p_sharp) > 0.95
+    assert float(r_sharp) > 0.95
+    assert float(p_blur) < 0.75
+
+
+def test_precision_recall_rejects_bad_input() -> None:
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="at least 4 points"):
+        precision_recall(x[:3], x, k=3)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        precision_recall(x, x, k=0)
+    with pytest.raises(ValueError, match="same dimension"):
+        precision_recall(x, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="chunk"):
+        precision_recall(x, x, chunk=0)
 
 
 def _brute_energy(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -161,7 +306,9 @@ def test_energy_distance_projection_is_exact_in_one_dimension(seed: int, n: int,
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n, 1, generator=g), 2 * torch.randn(m, 1, generator=g)
     exact = float(energy_distance(x, y))
-    assert math.isclose(float(energy_distance(x, y, num_projections=1)), exact, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(
+        float(sliced_energy_distance(x, y, num_projections=1)), exact, rel_tol=1e-9, abs_tol=1e-12
+    )
 
 
 def test_energy_distance_projection_converges_to_the_exact_value_in_2d() -> None:
@@ -169,11 +316,11 @@ def test_energy_distance_projection_converges_to_the_exact_value_in_2d() -> None
     x = ring(1500, generator=g)
     y = two_moons(1500, generator=g)
     exact = float(energy_distance(x, y))
-    assert abs(float(energy_distance(x, y, num_projections=64)) - exact) < 1e-5 * exact
+    assert abs(float(sliced_energy_distance(x, y, num_projections=64)) - exact) < 1e-5 * exact
     # random directions in 3-D: unbiased Monte Carlo, close with many directions
     x3, y3 = torch.randn(800, 3, generator=g), torch.randn(800, 3, generator=g) * 1.5
     exact3 = float(energy_distance(x3, y3))
-    approx3 = float(energy_distance(x3, y3, num_projections=4000, generator=g))
+    approx3 = float(sliced_energy_distance(x3, y3, num_projections=4000, generator=g))
     assert abs(approx3 - exact3) < 0.03 * exact3
 
 
@@ -222,7 +369,7 @@ def test_sliced_wasserstein_random_directions_follow_the_generator() -> None:
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("metric", [energy_distance, sliced_wasserstein])
+@pytest.mark.parametrize("metric", [sliced_energy_distance, sliced_wasserstein])
 def test_metrics_reject_bad_input(metric) -> None:
     x = torch.randn(5, 2)
     with pytest.raises(ValueError, match=r"shape \(n, d\)"):
@@ -300,6 +447,27 @@ def test_backbone_trains_under_the_objective_with_guidance() -> None:
     assert all(grad is not None and bool(torch.isfinite(grad).all()) for grad in grads)
     assert model.backbone.label_embed.weight.grad.abs().sum() > 0
     assert sample(model, torch.randn(4, 2), cond=labels[:4]).shape == (4, 2)
+
+
+def test_time_scale_multiplies_the_times_of_the_embedding() -> None:
+    t = torch.rand(6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(timestep_embedding(t, 8, scale=7.0), timestep_embedding(7.0 * t, 8, scale=1.0))
+    torch.manual_seed(0)
+    fine = MLPBackbone(2, hidden=8, depth=1, time_scale=1000.0)
+    torch.manual_seed(0)
+    smooth = MLPBackbone(2, hidden=8, depth=1, time_scale=1.0)
+    x, s = torch.randn(6, 2), t * 0.5
+    assert smooth.time_scale == 1.0
+    # same weights, different time features: the outputs differ, except at t = s = 0 where both are cos 0, sin 0
+    assert not torch.allclose(fine(x, t, s), smooth(x, t, s))
+    zero = torch.zeros(6)
+    assert torch.allclose(fine(x, zero, zero), smooth(x, zero, zero))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), True, "1"])
+def test_time_scale_rejects_bad_values(bad) -> None:
+    with pytest.raises(ValueError, match="time_scale must be a finite number > 0"):
+        MLPBackbone(2, time_scale=bad)
 
 
 def test_backbone_float64() -> None:

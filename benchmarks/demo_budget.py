@@ -1,0 +1,178 @@
+"""The budget of `make demo`: SoFlow's one-step share on the checkerboard's support against width, batch and steps.
+
+`make demo` must show one-step samples that look like the data (at least 90 % of SoFlow's 1-NFE
+samples on the black squares of the checkerboard) within two minutes on two CPU cores, where it trains
+SoFlow and flow matching side by side, one process and one torch thread each. This script trains
+SoFlow with the demo's own training function (`examples/demo.py`) over a grid of widths, batch sizes
+and step counts, and reports for each the share of 10,000 one-step samples on the support, the modes
+covered, the energy distance, and the CPU seconds of the training (on an idle core, about its wall
+time; the shared machine's wall time is given too). Flow matching trains at the demo's default
+budget as the reference.
+
+Usage:
+
+    python benchmarks/demo_budget.py            # the grid (about half an hour of CPU time)
+    python benchmarks/demo_budget.py --part render
+    python benchmarks/demo_budget.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import markdown_table, run_tasks, write_markdown  # noqa: E402
+from soflow_toolkit import SolutionFlowWrapper, euler_sample, sample  # noqa: E402
+from soflow_toolkit.toy import MLPBackbone, assign_modes, checkerboard, sliced_energy_distance, support_scores  # noqa: E402
+
+GRID = [  # (hidden, batch, steps)
+    (128, 256, 4000),
+    (128, 512, 6000),
+    (256, 256, 6000),
+    (256, 512, 4000),
+    (256, 512, 6000),
+    (256, 512, 8000),
+    (384, 512, 6000),
+]
+QUICK_GRID = [(16, 32, 20), (16, 64, 20)]
+DEMO_DEFAULT = (256, 512, 6000)
+
+
+def load_demo() -> Any:
+    spec = importlib.util.spec_from_file_location("soflow_demo", ROOT / "examples" / "demo.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load examples/demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(kind: str, hidden: int, batch: int, steps: int, seed: int, eval_points: int) -> dict[str, Any]:
+    demo = load_demo()
+    options = {
+        "dataset": "checkerboard",
+        "steps": steps,
+        "batch_size": batch,
+        "hidden": hidden,
+        "seed": seed,
+        "threads": 1,
+    }
+    start_wall = os.times().elapsed
+    state, wall, cpu = demo.train(kind, options, 0)
+    model = SolutionFlowWrapper(MLPBackbone(2, hidden=hidden, depth=demo.DEPTH, time_scale=demo.TIME_SCALE))
+    model.load_state_dict(state)
+    model.eval()
+    g = torch.Generator().manual_seed(seed + 3)
+    reference, noise = checkerboard(eval_points, generator=g), torch.randn(eval_points, 2, generator=g)
+    points = sample(model, noise) if kind == "soflow" else euler_sample(model, noise, steps=100)
+    on_support, coverage = support_scores(assign_modes("checkerboard", points), 8)
+    return {
+        "kind": kind,
+        "hidden": hidden,
+        "batch": batch,
+        "steps": steps,
+        "seed": seed,
+        "on_support": float(on_support),
+        "modes_covered": float(coverage),
+        "energy": float(sliced_energy_distance(points, reference)),
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "elapsed_s": os.times().elapsed - start_wall,
+    }
+
+
+def render(result: dict[str, Any], out: Path) -> str:
+    rows = []
+    for r in result["runs"]:
+        label = "SoFlow 1 NFE" if r["kind"] == "soflow" else "flow matching, 100 Euler steps"
+        default = (
+            " (demo default)"
+            if (r["hidden"], r["batch"], r["steps"]) == tuple(result["demo_default"])
+            else ""
+        )
+        rows.append(
+            [
+                label + default,
+                str(r["hidden"]),
+                str(r["batch"]),
+                str(r["steps"]),
+                f"{100 * r['on_support']:.1f} %",
+                f"{100 * r['modes_covered']:.0f} %",
+                f"{1000 * r['energy']:.2f}",
+                f"{r['cpu_s']:.0f}",
+                f"{r['wall_s']:.0f}",
+            ]
+        )
+    header = [
+        "model",
+        "hidden",
+        "batch",
+        "steps",
+        "on the support",
+        "modes",
+        "ED × 1000",
+        "CPU s",
+        "wall s (shared)",
+    ]
+    sections = [
+        f"Command: `{result['command']}` (torch {result['torch']}, one torch thread per training; seed "
+        f"{result['runs'][0]['seed']}; {result['eval_points']} one-step samples per model; 1-minute load average "
+        f"{result['load_average'][0]:.1f} at the start, {result['load_average'][1]:.1f} at the end). The demo trains "
+        "SoFlow and flow matching in parallel, one core each, so its training wall time on an idle "
+        "two-core machine is about the larger of the two CPU times. Data: 100 % on the support.",
+        markdown_table(header, rows),
+    ]
+    write_markdown(out / "demo_budget.md", sections)
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: two tiny settings")
+    parser.add_argument("--part", nargs="+", default=["measure", "render"], choices=["measure", "render"])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes (1: the CPU times are cleanest)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = args.out or (ROOT / "outputs" / "bench-quick" if args.quick else ROOT / "benchmarks" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "demo_budget.json"
+    if "measure" in args.part:
+        from tqdm import tqdm
+
+        grid = QUICK_GRID if args.quick else GRID
+        default = grid[-1] if args.quick else DEMO_DEFAULT
+        eval_points = 1000 if args.quick else 10_000
+        tasks = [("soflow", *cell, 0, eval_points) for cell in grid] + [("fm", *default, 0, eval_points)]
+        load = os.getloadavg()[0]
+        with tqdm(total=len(tasks), unit="run") as progress:
+            runs = run_tasks(run, tasks, args.jobs, progress)
+        command = " ".join(["python benchmarks/demo_budget.py", *(sys.argv[1:] if argv is None else argv)])
+        result = {
+            "command": command,
+            "torch": torch.__version__,
+            "demo_default": list(default),
+            "eval_points": eval_points,
+            "load_average": [load, os.getloadavg()[0]],
+            "runs": runs,
+        }
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    if "render" in args.part:
+        print(render(json.loads(path.read_text()), out))
+
+
+if __name__ == "__main__":
+    main()
