@@ -103,7 +103,7 @@ class EMA:
 
     @property
     def current_decay(self) -> float:
-        """The decay $\gamma_k$ that the next applied update uses."""
+        r"""The decay $\gamma_k$ that the next applied update uses."""
         if not self.warmup:
             return self.decay
         k = self.num_calls // self.every  # updates applied so far

@@ -175,7 +175,7 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
     Raises:
         TypeError: if `model` is not such a wrapper.
         ValueError: for a network the official code cannot build (another size, channel or class
-            count, a custom path or parametrization).
+            count, a guidance-scale embedder, a custom path or parametrization).
 
     Examples:
         >>> from soflow_toolkit.models import UNet
@@ -195,6 +195,7 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
         )
     out: dict[str, Any] = {}
     if isinstance(backbone, DiT):
+        _refuse_guidance_embed(backbone)
         cfg = backbone.config
         shape = (cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.num_heads)
         names = {DIT_SIZES[size]: model_type for model_type, size in _DIT_TYPES.items()}
@@ -331,7 +332,8 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
 
     Raises:
         TypeError: for another backbone.
-        ValueError: if the backbone has parameters the official network does not have.
+        ValueError: if the backbone has parameters the official network does not have (e.g. the
+            guidance-scale embedder of `DiTConfig(guidance_embed=True)`).
 
     Examples:
         >>> from soflow_toolkit.models import DiT
@@ -340,9 +342,17 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
         ('network.s_embedder.mlp.0.weight', 'network.blocks.1.adaLN_modulation.1.bias')
     """
     backbone = _backbone_of(model)
+    _refuse_guidance_embed(backbone)
+    return _key_map(backbone)
+
+
+def _key_map(backbone: DiT | UNet) -> dict[str, str]:
+    """`official_key_map` without the guidance-embedder check; `guidance_embed.*` keys are skipped."""
     out: dict[str, str] = {}
     unknown: list[str] = []
     for name in backbone.state_dict():
+        if name.startswith("guidance_embed.") and isinstance(backbone, DiT):
+            continue
         official = (
             _dit_official_name(name) if isinstance(backbone, DiT) else _unet_official_name(backbone, name)
         )
@@ -353,6 +363,15 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
     if unknown:
         raise ValueError(f"the official network has no counterpart for these parameters: {unknown[:8]}")
     return out
+
+
+def _refuse_guidance_embed(backbone: nn.Module) -> None:
+    if isinstance(backbone, DiT) and backbone.config.guidance_embed:
+        raise ValueError(
+            "this DiT has a guidance-scale embedder (DiTConfig(guidance_embed=True), for a range of "
+            "guidance scales), which the official network lacks: the official format holds only DiTs "
+            "built with guidance_embed=False"
+        )
 
 
 def _official_constants(backbone: DiT | UNet) -> dict[str, Tensor]:
@@ -410,7 +429,9 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Tensor]:
     """Convert an official state dict (of the `Soflow` module, keys `network.…`) to `model`'s names.
 
-    Every key and shape is checked: the result loads with `load_state_dict(strict=True)`.
+    Every key and shape is checked: the result loads with `load_state_dict(strict=True)`. A DiT with a
+    guidance-scale embedder (`DiTConfig(guidance_embed=True)`) receives the official weights and keeps
+    its embedder at zero output, so it starts as the official network for every scale.
 
     Args:
         state_dict: the `model` or `ema_model` entry of an official checkpoint.
@@ -444,7 +465,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) ->
         if not isinstance(value, Tensor):
             raise TypeError(f"{key!r} of the official state dict is a {type(value).__name__}, not a tensor")
     backbone = _backbone_of(model)
-    key_map = official_key_map(backbone)
+    key_map = _key_map(backbone)  # a DiT with a guidance embedder takes the rest from its load hook
     ours = backbone.state_dict()
     constants = _official_constants(backbone)
     missing = [k for k in (*key_map.values(), *constants) if k not in state_dict]

@@ -2,7 +2,9 @@
 
 `tests/dist_worker.py` trains `DistributedDataParallel(SolutionFlowWrapper(backbone))` for a few steps
 with each rank on its own data, without and with training-time guidance (the latter with a
-single-time backbone wrapped by `SingleTimeAdapter`), and recomputes each step's gradients without DDP.
+single-time backbone wrapped by `SingleTimeAdapter`) and with a range of guidance scales (the scale of
+each sample passed to the backbone as a keyword through DDP), and recomputes each step's gradients
+without DDP.
 The objective evaluates the network two or three times per step (one with gradient, the others under
 `no_grad`); DDP runs with its defaults (`broadcast_buffers=True`) and `find_unused_parameters=False`.
 """
@@ -20,7 +22,7 @@ def check_results(results: list[dict], steps: int = STEPS) -> None:
     """The assertions shared by the DDP and FSDP tests, for every rank and scenario."""
     assert len(results) >= 1
     for rank, by_scenario in enumerate(results):
-        assert set(by_scenario) == {"plain", "guided"}
+        assert set(by_scenario) == {"plain", "guided", "scales"}
         for scenario, r in by_scenario.items():
             where = f"rank {rank}, {scenario}"
             # The distributed gradient is the mean of the per-rank gradients computed without wrapper.
