@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 export NO_MKDOCS_2_WARNING := 1
 PIP := $(PY) -m pip --disable-pip-version-check
 EXTRAS ?= test,demo,bench,examples,docs,dev
+# On a failure pytest prints full tracebacks with the compared values and a summary line per test
+# (-ra, in pyproject.toml); hypothesis prints the falsifying example and a @reproduce_failure blob.
+# The slowest tests are listed so that the suite's time stays visible.
+PYTEST_ARGS ?= --tb=long --durations=15
 
-.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick clean
+.PHONY: install demo test test-fast lint typecheck docs docs-check docs-serve bench-quick dist clean
 
 install: $(VENV)/.installed
 
@@ -20,10 +24,10 @@ demo: install  ## the main job: train SoFlow on a 2-D toy, write samples, a plot
 	$(PY) examples/demo.py $(ARGS)
 
 test: install  ## the whole test suite (the README's test command; CI runs it)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install  ## the suite without the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_ARGS) -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check soflow_toolkit tests examples benchmarks
@@ -47,5 +51,11 @@ bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go t
 	$(PY) benchmarks/digits.py --quick
 	$(PY) benchmarks/demo_budget.py --quick
 
+dist: install  ## build the wheel and the sdist into dist/, check them and install each into a fresh venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+	$(PY) scripts/check_dist.py dist
+
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -14,8 +14,17 @@ parameters, gathers these local gradients from all ranks and compares their mean
 distributed (all-reduced / reduce-scattered) gradient. It also counts the backbone calls made with
 gradient enabled and the calls of the distributed module's forward with gradient enabled: every
 gradient-bearing network call must go through the distributed module. At the end it compares the
-full parameters across ranks. Each rank writes `rank{r}.json` with the measured differences; the
-pytest side asserts on them.
+full parameters across ranks.
+
+The process group is owned by `distributed_context` of `examples/common/distributed.py` (the helper
+of the example scripts): the DDP/FSDP modules, their optimizers and losses live inside
+`run_scenario`, so they are gone before the group is destroyed, and on an exception the failed
+frames' locals are cleared first. After the group is destroyed each rank records whether anything
+still references it (a weak reference to it) and how many of the threads the backend started are
+still running: both must be zero, or the backend outlives the group and can abort the process at
+exit. Each rank writes `rank{r}.json` with the measured differences and this teardown record; the
+pytest side asserts on them. `--fail-at-step K` raises inside the training loop at step K (the
+distributed module alive in the failing frame), to check the teardown on an exception.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from soflow_toolkit import GuidanceConfig, SingleTimeAdapter, SoFlowConfig, SoFlowLoss, SolutionFlowWrapper
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+from common.distributed import distributed_context  # noqa: E402
 
 
 class TwoTimeMLP(nn.Module):
@@ -151,7 +165,13 @@ def strip(name: str) -> str:
     return name
 
 
-def run_scenario(scenario: str, mode: str, device: torch.device, steps: int) -> dict[str, Any]:
+class RequestedFailure(RuntimeError):
+    """Raised by `--fail-at-step`."""
+
+
+def run_scenario(
+    scenario: str, mode: str, device: torch.device, steps: int, fail_at_step: int | None = None
+) -> dict[str, Any]:
     rank, world = dist.get_rank(), dist.get_world_size()
     model, config = build(scenario)
     model.to(device)
@@ -204,6 +224,8 @@ def run_scenario(scenario: str, mode: str, device: torch.device, steps: int) -> 
         grad_scale = max(grad_scale, float(mean.abs().max()))
         loss_diff = max(loss_diff, abs(float(out.loss.detach()) - float(ref_out.loss.detach())))
         optimizer.step()
+        if step == fail_at_step:
+            raise RequestedFailure(f"requested failure at step {step} ({mode}, {scenario})")
 
     final, _ = full_params_and_grads(distributed, mode)
     mine = flat(list(final.values()))
@@ -223,28 +245,54 @@ def run_scenario(scenario: str, mode: str, device: torch.device, steps: int) -> 
     }
 
 
+def threads() -> set[str] | None:
+    """The ids of this process's threads (Linux: `/proc/self/task`); None where that is not available."""
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
 def run_workers(
-    mode: str, out: Path, *, device: str = "cpu", nproc: int = 2, steps: int = 3
+    mode: str,
+    out: Path,
+    *,
+    device: str = "cpu",
+    nproc: int = 2,
+    steps: int = 3,
+    fail_at_step: int | None = None,
 ) -> list[dict[str, Any]]:
     """Launch this script on `nproc` processes with `python -m torch.distributed.run`; return each rank's results.
 
+    With `fail_at_step`, the workers are expected to fail: the results are then the teardown records
+    alone, each with the workers' output under `"output"`.
+
     Raises:
-        RuntimeError: with the tail of the workers' output if the launch fails.
+        RuntimeError: with the workers' whole output (stdout and stderr) if the launch fails when it
+            should not, succeeds when it should not, or leaves a rank without its result file.
     """
-    root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["OMP_NUM_THREADS"] = "1"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         str(Path(__file__).resolve()), "--mode", mode, "--device", device, "--steps", str(steps), "--out", str(out),
     ]  # fmt: skip
+    if fail_at_step is not None:
+        command += ["--fail-at-step", str(fail_at_step)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{mode} workers failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-        )
-    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(nproc)]
+    output = f"command: {' '.join(command)}\n--- stdout ---\n{done.stdout}\n--- stderr ---\n{done.stderr}"
+    expected_failure = fail_at_step is not None
+    if (done.returncode != 0) != expected_failure:
+        raise RuntimeError(f"{mode} workers exited with {done.returncode}:\n{output}")
+    paths = [out / f"rank{rank}.json" for rank in range(nproc)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise RuntimeError(f"{mode} workers wrote no {', '.join(missing)}:\n{output}")
+    results = [json.loads(p.read_text()) for p in paths]
+    for result in results:
+        result["output"] = output
+    return results
 
 
 def main() -> None:
@@ -252,24 +300,36 @@ def main() -> None:
     parser.add_argument("--mode", choices=["ddp", "fsdp2", "fsdp1"], required=True)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--fail-at-step", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     torch.set_num_threads(1)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if args.device == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl")
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
+    before = threads()
+    record: dict[str, Any] = {}
     try:
-        results = {scenario: run_scenario(scenario, args.mode, device, args.steps) for scenario in SCENARIOS}
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"rank{dist.get_rank()}.json").write_text(json.dumps(results, indent=2))
+        # A group even for one process (a one-rank run checks the teardown on an exception).
+        with distributed_context(args.device, min_world_size=1) as info:
+            started = threads()
+            backend_threads = None if before is None or started is None else started - before
+            group = weakref.ref(dist.group.WORLD)  # type: ignore[arg-type]
+            record["rank"] = info.rank
+            record["scenarios"] = {
+                scenario: run_scenario(scenario, args.mode, info.device, args.steps, args.fail_at_step)
+                for scenario in SCENARIOS
+            }
     finally:
-        dist.destroy_process_group()
+        if "rank" in record:
+            now = threads()
+            record["teardown"] = {
+                "group_referenced": group() is not None,
+                "backend_threads": None if backend_threads is None else len(backend_threads),
+                "backend_threads_left": None
+                if backend_threads is None or now is None
+                else len(backend_threads & now),
+            }
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"rank{record['rank']}.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

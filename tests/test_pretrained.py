@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from official_runs import TINY_UNET, official_payload, randomize, register_tiny_networks, write_run
 from torch import Tensor, nn
 
-from soflow_toolkit import SolutionFlowWrapper, pretrained
+from soflow_toolkit import SolutionFlowWrapper
 from soflow_toolkit.models import DiT, DiTConfig, UNet, UNetConfig
 from soflow_toolkit.pretrained import (
     OfficialCheckpoint,
@@ -47,14 +48,6 @@ RTOL = 1e-5  # relative max error allowed in float32
 
 def rel_err(actual: Tensor, expected: Tensor) -> float:
     return float((actual - expected).abs().max() / expected.abs().max())
-
-
-def randomize(module: nn.Module, seed: int) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    return module
 
 
 def official_case_config(model_type: str) -> dict[str, Any]:
@@ -246,16 +239,11 @@ def test_official_config_rejects_what_the_official_code_cannot_build():
 # ----------------------------------------------------------------------------------------------------
 # load_official: run folders, checkpoint files, the hub
 
-TINY_UNET = UNetConfig(
-    image_size=16, model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,)
-)
-
 
 @pytest.fixture
 def tiny_official(monkeypatch):
     """Register a tiny DiT as the official type `DiT-T-4` and shrink the official UNet, for fast files."""
-    monkeypatch.setitem(pretrained._DIT_TYPES, "DiT-T-4", "T/4")
-    monkeypatch.setattr(pretrained, "_UNET_TEMPLATE", TINY_UNET)
+    register_tiny_networks(monkeypatch)
 
 
 DIT_CONFIG = {
@@ -276,34 +264,6 @@ UNET_CONFIG = {
     "coefficient_type": "Euler",
     "cfg_drop_rate": 0.0,
 }
-
-
-def official_payload(config: dict[str, Any], seed: int) -> tuple[dict[str, Any], SolutionFlowWrapper]:
-    """An official checkpoint dict (model, ema_model, optimizer, ...) and the model of its EMA weights."""
-    raw = randomize(build_official(config), seed)
-    ema = randomize(build_official(config), seed + 1)
-    optimizer = torch.optim.AdamW(raw.backbone.parameters(), lr=1e-4)
-    payload = {
-        "model": to_official_state_dict(raw),
-        "ema_model": to_official_state_dict(ema),
-        "optimizer": optimizer.state_dict(),
-        "finished_steps": seed,
-        "finished_epochs": 1,
-    }
-    return payload, ema
-
-
-def write_run(root: Path, config: dict[str, Any], steps: tuple[int, ...] = (0, 100)) -> dict[int, Any]:
-    """An official run folder: config.yaml and ckpts/<step>.pt; returns {step: (payload, ema model)}."""
-    (root / "ckpts").mkdir(parents=True)
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    (root / "ckpts" / "notes.txt").write_text("not a checkpoint")
-    out = {}
-    for step in steps:
-        payload, ema = official_payload(config, seed=step + 1)
-        torch.save(payload, root / "ckpts" / f"{step}.pt")
-        out[step] = (payload, ema)
-    return out
 
 
 def inputs(config: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from soflow_toolkit import GuidanceConfig, SoFlowConfig
+import torch
+
+from soflow_toolkit import SoFlowConfig
 
 
 def training_parser(description: str | None, *, data_help: str) -> argparse.ArgumentParser:
@@ -35,6 +37,19 @@ def training_parser(description: str | None, *, data_help: str) -> argparse.Argu
     p.add_argument("--ckpt-every", type=int)
     p.add_argument("--keep", type=int, help="checkpoints to keep (0: all)")
     p.add_argument("--sample-every", type=int, help="steps between sample grids (0: never)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None, help="TF32 matmuls (CUDA)")
+    p.add_argument(
+        "--init-official",
+        metavar="SOURCE",
+        help="start from an official checkpoint: a run folder, a ckpts/<step>.pt or hf:<owner>/<repo>/<run>",
+    )
+    p.add_argument("--official-step", type=int, help="the step of the official checkpoint (default: newest)")
+    p.add_argument(
+        "--continue-official",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="continue the official run (raw weights, optimizer, step) instead of fine-tuning its EMA",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--no-resume", action="store_true", help="start afresh even if checkpoints exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,20 +59,46 @@ def training_parser(description: str | None, *, data_help: str) -> argparse.Argu
 def sampling_parser(description: str | None, *, fid_ref_help: str) -> argparse.ArgumentParser:
     """The flags both sampling scripts share (`--num-samples`/`--batch-size` default to None)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", type=Path, required=True, help="a run folder (latest checkpoint) or a ckpt-*.pt")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--ckpt", type=Path, help="a run folder of this example (latest checkpoint) or a ckpt-*.pt"
+    )
+    source.add_argument(
+        "--official",
+        metavar="SOURCE",
+        help="an official checkpoint: a run folder, a ckpts/<step>.pt or hf:<owner>/<repo>/<run>",
+    )
+    p.add_argument(
+        "--official-step", type=int, help="with --official: the checkpoint's step (default: newest)"
+    )
     p.add_argument("--out", type=Path, required=True, help="the .npz to write")
     p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample (1, 2, ...)")
     p.add_argument("--method", choices=["renoise", "chain"], default="renoise", help="multi-step sampler")
     p.add_argument("--num-samples", type=int, help="number of images (default 50000)")
     p.add_argument("--batch-size", type=int, help="images per rank per forward pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA (default) or raw weights")
     p.add_argument("--fid-ref", type=Path, help=fid_ref_help)
     p.add_argument("--fid-weights", type=Path, help="local Inception weights file for the FID (offline use)")
+    p.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (the official inference runs in float32)"
+    )
+    p.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TF32 matmuls on CUDA (official: on)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--smoke", action="store_true", help="a few samples in small batches")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor cores for CUDA matmuls and convolutions, as the official scripts enable them."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def run_config(args: argparse.Namespace, defaults: Mapping[str, Any], smoke_file: Path) -> dict[str, Any]:
@@ -85,13 +126,31 @@ def merge_config(defaults: Mapping[str, Any], path: Path | None, args: argparse.
 
 
 def soflow_config(preset: str, total_steps: int, overrides: Mapping[str, Any]) -> SoFlowConfig:
-    """`SoFlowConfig.<preset>(total_steps=..., **overrides)`; a `guidance` dict becomes a GuidanceConfig."""
+    """`SoFlowConfig.<preset>(total_steps=...)` with the run config's `soflow` overrides.
+
+    Top-level fields (`fm_fraction`, `p`, `eps`) are replaced; a dict for a nested setting (`times`,
+    `curriculum`, `guidance`) changes only the fields it names, e.g. `{"curriculum": {"kind": "const"}}`
+    keeps the preset's `r_end`. The curriculum always runs over `total_steps` (the run's `steps`).
+    """
+    base = {"imagenet": SoFlowConfig.imagenet, "cifar10": SoFlowConfig.cifar10}[preset]()
     known = {f.name for f in fields(SoFlowConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown SoFlowConfig fields {unknown}; known: {sorted(known)}")
-    kwargs = dict(overrides)
-    if isinstance(kwargs.get("guidance"), Mapping):
-        kwargs["guidance"] = GuidanceConfig(**kwargs["guidance"])
-    factory = {"imagenet": SoFlowConfig.imagenet, "cifar10": SoFlowConfig.cifar10}[preset]
-    return factory(**{"total_steps": total_steps, **kwargs})
+    changes: dict[str, Any] = {}
+    for name, value in overrides.items():
+        nested = getattr(base, name)
+        if is_dataclass(nested):
+            if not isinstance(value, Mapping):
+                raise ValueError(
+                    f"'soflow.{name}' must be a dict of {type(nested).__name__} fields; got {value!r}"
+                )
+            inner = {f.name for f in fields(nested)}
+            bad = sorted(set(value) - inner)
+            if bad:
+                raise ValueError(
+                    f"unknown {type(nested).__name__} fields {bad} in 'soflow.{name}'; known: {sorted(inner)}"
+                )
+            value = replace(nested, **value)
+        changes[name] = value
+    return replace(base, **changes).with_total_steps(total_steps)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.distributed import setup
+from common.distributed import DistInfo, distributed_context
 from data import LATENT_SCALE, CroppedImages, part_name, scan_image_folder
 from vae import DEFAULT_VAE, TINY_VAE, encode_moments, latent_shape, load_vae
 
@@ -53,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    info = setup(args.device, process_group=False)  # ranks work independently: no collectives
+    with distributed_context(args.device, process_group=False) as info:  # no collectives: no group
+        extract(args, info)
+
+
+def extract(args: argparse.Namespace, info: DistInfo) -> None:
+    """Encode this rank's share of the images into its part of the latent folder."""
     classes, items = scan_image_folder(args.images)
     start, end = info.rank * len(items) // info.world_size, (info.rank + 1) * len(items) // info.world_size
     stem = args.out / part_name(info.rank, info.world_size)

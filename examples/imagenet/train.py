@@ -14,7 +14,14 @@ and `samples/step-<step>-nfe{1,2}.png` grids from the EMA weights. `--stop-at K`
 K with a checkpoint (for clusters with time limits); `--smoke` trains a tiny DiT for a few steps.
 
 The network is `soflow_toolkit.models.DiT`, architecture-identical to the official SoFlow DiT (times t
-and t - s embedded as they are, in [0, 1]; the official positional layout).
+and t - s embedded as they are, in [0, 1]; the official positional layout), on the official Linear path
+with the Euler parametrization; float32 with TF32 matmuls, as the official run.
+
+`--init-official SOURCE` (an official run folder, a `ckpts/<step>.pt` or `hf:zlab-princeton/SoFlow/XL-2-cond`)
+builds the network, path and parametrization of the official checkpoint and fine-tunes its EMA weights
+(fresh optimizer, step 0); with `--continue-official` it continues the official run instead (raw weights,
+EMA, optimizer moments and step `finished_steps`, as the official train.py resumes). See
+`examples/common/official.py`.
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.checkpoint import TrainState
-from common.config import run_config, soflow_config, training_parser
-from common.distributed import DistInfo, cleanup, data_parallel, setup
+from common.config import run_config, set_tf32, soflow_config, training_parser
+from common.distributed import DistInfo, data_parallel, distributed_context
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
+from common.official import OfficialStart, check_backbone, dit_size, locate, official_network, resumed_network
 from common.sampler import ResumableSampler
 from data import LATENT_SCALE, LatentDataset, sample_latents
 
@@ -44,26 +52,39 @@ from soflow_toolkit.models import DIT_SIZES, DiT
 HERE = Path(__file__).resolve().parent
 DEFAULTS: dict[str, Any] = {
     "model": "B/4",
+    "path": "linear",  # official noising_type Linear
+    "parametrization": "euler",  # official coefficient_type Euler
     "global_batch": 256,
     "steps": 400_000,
     "lr": 1e-4,
     "betas": [0.9, 0.99],
     "weight_decay": 0.0,
     "ema_decay": 0.9999,
-    "soflow": {},  # overrides of SoFlowConfig.imagenet() fields, e.g. {"guidance": {"scale": 1.0}}
-    "hflip": False,
-    "seed": 0,
+    "soflow": {},  # overrides of SoFlowConfig.imagenet(), e.g. {"curriculum": {"kind": "const"}}
+    "hflip": False,  # the official pipeline does not flip (latents of centre crops, used as they are)
+    "seed": 42,
     "bf16": False,
+    "tf32": True,  # the official run trains in float32 with TF32 matmuls
     "compile": False,
-    "num_workers": 4,
+    "num_workers": 8,
     "log_every": 100,
-    "ckpt_every": 10_000,
+    "ckpt_every": 25_000,
     "keep": 3,
-    "sample_every": 10_000,
+    "sample_every": 1_000,
     "vae": None,  # for sample grids; default: the VAE that encoded the latents
+    "init_official": None,  # an official checkpoint to start from (see --init-official)
+    "official_step": None,
+    "continue_official": False,
 }
 GRID_CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]  # ImageNet classes shown in the sample grids
-RESUME_MUST_MATCH = ("model", "global_batch", "seed", "hflip")
+RESUME_MUST_MATCH = ("model", "path", "parametrization", "num_classes", "global_batch", "seed", "hflip")
+NETWORK_KEYS = (
+    "model",
+    "path",
+    "parametrization",
+    "num_classes",
+    "null_class",
+)  # what an official source sets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,12 +104,12 @@ class SampleGrids:
         from vae import load_vae
 
         self.vae = load_vae(config["vae"], device)
-        self.model = build_model(config, dataset).to(device).eval()
+        self.model = build_model(config).to(device).eval()
         c, h, w = dataset.latent_shape
         n = len(GRID_CLASSES) * 2
         generator = torch.Generator().manual_seed(config["seed"])
         self.noise = torch.randn(n, c, h, w, generator=generator).to(device)
-        classes = GRID_CLASSES if dataset.num_classes == 1000 else range(dataset.num_classes)
+        classes = GRID_CLASSES if config["num_classes"] == 1000 else range(dataset.num_classes)
         self.labels = torch.tensor(list(classes), device=device).repeat(n)[:n]
         self.seed = config["seed"]
         self.out = out / "samples"
@@ -103,11 +124,51 @@ class SampleGrids:
             save_grid(to_uint8(images), self.out / f"step-{step:07d}-nfe{nfe}.png", nrow=len(GRID_CLASSES))
 
 
-def build_model(config: dict[str, Any], dataset: LatentDataset) -> SolutionFlowWrapper:
-    c, h, _ = dataset.latent_shape
-    return SolutionFlowWrapper(
-        DiT.from_size(config["model"], input_size=h, in_channels=c, num_classes=dataset.num_classes)
+def build_model(config: dict[str, Any]) -> SolutionFlowWrapper:
+    """The DiT a run config describes (`model`, `latent_shape`, `num_classes`, path, parametrization)."""
+    c, h, _ = config["latent_shape"]
+    backbone = DiT.from_size(
+        config["model"],
+        input_size=h,
+        in_channels=c,
+        num_classes=config["num_classes"],
+        null_class=config.get("null_class", True),
     )
+    return SolutionFlowWrapper(backbone, path=config["path"], parametrization=config["parametrization"])
+
+
+def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStart | None:
+    """With `--init-official`: take the network from the official checkpoint (or from the run's own
+    config.json when the run resumes its own checkpoints); the official start, if the run starts now."""
+    if not config["init_official"]:
+        return None
+    if resumed_network(config, NETWORK_KEYS):
+        if info.is_main:
+            print(
+                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
+            )
+        return None
+    found = locate(config["init_official"], config["official_step"], info)
+    net = official_network(found)
+    check_backbone(net.backbone, DiT, "examples/imagenet", "use examples/cifar10 for the UNet")
+    cfg = net.backbone.config
+    official_shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
+    if official_shape != list(config["latent_shape"]):
+        raise ValueError(
+            f"the official network takes latents {official_shape}, the data has {config['latent_shape']}"
+        )
+    if config["num_classes"] > cfg.num_classes:
+        raise ValueError(
+            f"the data has {config['num_classes']} classes, the official network {cfg.num_classes}"
+        )
+    config.update(
+        model=dit_size(net.backbone),
+        path=net.path.name,
+        parametrization=net.parametrization.name,
+        num_classes=cfg.num_classes,
+        null_class=cfg.null_class,
+    )
+    return OfficialStart(found, continue_run=bool(config["continue_official"]))
 
 
 def train(config: dict[str, Any], info: DistInfo) -> None:
@@ -119,6 +180,10 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         image_size=dataset.info["image_size"],
     )
     config["vae"] = config["vae"] or dataset.info["vae"]
+    if not config["init_official"] and (config["continue_official"] or config["official_step"] is not None):
+        raise ValueError("--continue-official and --official-step go with --init-official SOURCE")
+    official = use_official_network(config, info)
+    set_tf32(config["tf32"])
     if config["global_batch"] % info.world_size:
         raise ValueError(f"global batch {config['global_batch']} is not divisible by {info.world_size} ranks")
     batch = config["global_batch"] // info.world_size
@@ -129,7 +194,11 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         "objective": torch.Generator(device).manual_seed(3 * rank_seed + 2),
     }
 
-    model = build_model(config, dataset).to(device)
+    model = build_model(config).to(device)
+    if official is not None:
+        if info.is_main:
+            print(official.describe(config["steps"]), flush=True)
+        official.init_weights(model)
     ema = EMA(model, decay=config["ema_decay"])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"]
@@ -138,6 +207,12 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     sampler = ResumableSampler(
         len(dataset), batch, rank=info.rank, world_size=info.world_size, seed=config["seed"]
     )
+    guidance = objective.config.guidance
+    if not model.backbone.config.null_class and (guidance.enabled or guidance.drop_rate > 0):
+        raise ValueError(
+            "the network has no null class (the official run dropped no labels), but training-time "
+            'guidance drops labels: set "soflow": {"guidance": {"scale": 1.0, "drop_rate": 0.0}}'
+        )
     state = TrainState(
         model=model,
         ema=ema,
@@ -150,6 +225,8 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     )
     ckpt_dir = out / "checkpoints"
     start = 0 if config["no_resume"] else state.resume(ckpt_dir, must_match=RESUME_MUST_MATCH)
+    if official is not None and official.continue_run:
+        start = official.continue_state(model, ema, optimizer, objective, sampler, config["steps"])
     state.save_config(out)
 
     net = data_parallel(model, info)
@@ -169,7 +246,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     progress = tqdm(
         total=stop, initial=start, disable=config["no_progress"] or not info.is_main, desc="train"
     )
-    null_class = dataset.num_classes
+    null_class = config["num_classes"]  # the model's null row (an official network may have more classes)
     net.train()
     batches = iter(loader)
     for step in range(start, stop):
@@ -206,11 +283,9 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     config = run_config(args, DEFAULTS, HERE / "configs" / "smoke.json")
-    info = setup(args.device)
-    try:
+    # The DDP module lives and dies inside train(): released before the group is destroyed.
+    with distributed_context(args.device) as info:
         train(config, info)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":
