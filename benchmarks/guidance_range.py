@@ -282,8 +282,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         color="C0",
         label=f"one model, ω ∈ [{RANGE[0]:g}, {RANGE[1]:g}] (sampled at ω)",
     )
-    for w, (x, y) in zip(SAMPLING_SCALES, means, strict=True):
-        ax.annotate(f"ω = {w:g}", (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8, color="C0")
+    for i, (w, (x, y)) in enumerate(zip(SAMPLING_SCALES, means, strict=True)):
+        offset = (6, 6) if i % 2 else (-34, -12)  # alternate sides: neighbouring scales lie close together
+        ax.annotate(f"ω = {w:g}", (x, y), textcoords="offset points", xytext=offset, fontsize=8, color="C0")
     for i, w in enumerate(FIXED_SCALES):
         fixed = f"fixed {w:g}"
         x, y = values(runs[fixed], w, "frechet"), values(runs[fixed], w, "accuracy")
