@@ -63,14 +63,14 @@ ARMS = ("fine-tuned", "scratch, equal total steps", "scratch, equal fine-tuning 
 SAMPLE_LABELS = ("SoFlow 1 NFE", "SoFlow 2 NFE")
 DROP_RATE = 0.1  # label dropping of the pretraining and of SoFlow's guidance (benchmarks/common.py)
 FULL: dict[str, Any] = {
-    # sized for a shared, busy 2-core CPU (about 25 minutes with two workers): short runs and no search
+    # sized for a shared, busy 2-core CPU (about 30 minutes with two workers): short runs and no search
     # (every arm at the shared start settings); `--search-stages 1` tunes the learning rate (`lr`), 2 and 3
     # add the curriculum start and the batch split
-    "toy": {"budget": Budget(steps=1500, batch=256, hidden=128), "pretrain": 1000, "finetune": 500},
+    "toy": {"budget": Budget(steps=1200, batch=256, hidden=128), "pretrain": 800, "finetune": 400},
     "digits": {
-        "budget": Budget(steps=1500, batch=256, hidden=256, dim=64, num_classes=10),
-        "pretrain": 1000,
-        "finetune": 500,
+        "budget": Budget(steps=1200, batch=256, hidden=256, dim=64, num_classes=10),
+        "pretrain": 800,
+        "finetune": 400,
     },
     "datasets": (*TOYS, "digits"),
     "eval_points": 10_000,

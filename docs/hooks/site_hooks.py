@@ -166,7 +166,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any, **kwargs
     """Fill the generated tables and replace includes of results that do not exist yet."""
     if page.file.src_uri == "api/index.md" and _API_MARKER in markdown:
         markdown = markdown.replace(_API_MARKER, api_index(config["nav"], Path(config["docs_dir"])))
-    if page.file.src_uri == "benchmarks.md":
+    if page.file.src_uri == "benchmarks.md" or page.file.src_uri.startswith("benchmarks/"):
         markdown = _OPTIONAL_INCLUDE.sub(_missing_results, markdown)
     if page.file.src_uri == "examples.md" and _EXAMPLES_MARKER in markdown:
         markdown = markdown.replace(_EXAMPLES_MARKER, examples_index())
