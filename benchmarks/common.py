@@ -10,7 +10,8 @@ Adam, a cosine learning-rate decay to 0 over the run, and the evaluated weights 
   step is the trained step: loss, backward, optimizer, schedule, EMA, target copy).
 - :func:`step_cost_ratios`: per-step cost of every method relative to a reference, measured side by
   side (interleaved rounds, median of per-round ratios), and :func:`equal_time_steps`.
-- :func:`staged_search`: the same staged coordinate search for every method (`SEARCH`), on seeds
+- :class:`StagedSearch`, :func:`run_search`: the same staged coordinate search for every method
+  (`SEARCH`, or `SEARCH_REDUCED` of the same size for every method), on seeds
   that the reported tables do not use.
 - :func:`run_tasks`: worker processes with one torch thread each.
 - Reporting: :func:`mean_std`, :func:`seed_ratios`, :func:`markdown_table`, :func:`write_markdown`.
@@ -84,13 +85,18 @@ def method_knobs(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def soflow_config(settings: dict[str, Any], steps: int) -> SoFlowConfig:
-    """`SoFlowConfig.lowdim` with the knobs of `settings` (and guidance, for class-conditional data)."""
+    """`SoFlowConfig.lowdim` with the knobs of `settings` (and guidance, for class-conditional data).
+
+    The curriculum's knobs (`r_init`, `r_end`) go to `config.curriculum`, the others to the config.
+    """
     knobs = method_knobs(settings)
+    curriculum = {k: knobs.pop(k) for k in ("r_init", "r_end") if k in knobs}
     if "guidance_scale" in settings:
         knobs["guidance"] = GuidanceConfig(
             scale=settings["guidance_scale"], drop_rate=0.1, mix_ratio=0.5, decay_time=0.8
         )
-    return SoFlowConfig.lowdim(total_steps=steps, **knobs)
+    config = SoFlowConfig.lowdim(total_steps=steps, **knobs)
+    return replace(config, curriculum=replace(config.curriculum, **curriculum))
 
 
 def make_loss(method: str, settings: dict[str, Any], steps: int, null: int | None) -> LossFn:
@@ -342,6 +348,16 @@ SEARCH: dict[str, list[dict[str, list[Any]]]] = {
 }
 """The staged search of each method: 12 evaluated settings for every method (the first stage is a grid
 that contains the start; each later stage tries its values with everything else at the best so far)."""
+
+SEARCH_REDUCED: dict[str, list[dict[str, list[Any]]]] = {
+    "FM": [*_shared_stages(), {"time_scale": [10.0, 100.0]}],
+    "SoFlow": [*_shared_stages(), {"r_end": [0.003, 0.03]}],
+    "MeanFlow": [*_shared_stages(), {"noncollapsed": [0.5, 0.75]}],
+    "Shortcut": [*_shared_stages(), {"bootstrap_fraction": [0.0625, 0.25]}],
+}
+"""The search that fits a shared 2-core machine: 8 evaluated settings for every method (the shared
+grid of time-embedding scale and EMA, the learning rate, then one knob of the method's own); the
+committed tables use it, `--search full` runs `SEARCH`."""
 
 
 class StagedSearch:

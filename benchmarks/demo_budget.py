@@ -12,6 +12,7 @@ budget as the reference.
 Usage:
 
     python benchmarks/demo_budget.py            # the grid (about half an hour of CPU time)
+    python benchmarks/demo_budget.py --cells 256,512,6000 --no-reference   # the demo's default alone
     python benchmarks/demo_budget.py --part render
     python benchmarks/demo_budget.py --quick
 """
@@ -137,11 +138,30 @@ def render(result: dict[str, Any], out: Path) -> str:
     return "\n\n".join(sections)
 
 
+def parse_cell(text: str) -> tuple[int, int, int]:
+    """`"HIDDEN,BATCH,STEPS"` as three positive integers."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"a cell is HIDDEN,BATCH,STEPS (three positive integers); got {text!r}")
+    hidden, batch, steps = (int(p) for p in parts)
+    return hidden, batch, steps
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run: two tiny settings")
     parser.add_argument("--part", nargs="+", default=["measure", "render"], choices=["measure", "render"])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=None,
+        metavar="HIDDEN,BATCH,STEPS",
+        help="the settings to measure instead of the grid, e.g. 256,512,6000",
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the flow-matching run at the demo's default"
+    )
     parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes (1: the CPU times are cleanest)"
     )
@@ -154,9 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         from tqdm import tqdm
 
         grid = QUICK_GRID if args.quick else GRID
+        if args.cells:
+            grid = [parse_cell(cell) for cell in args.cells]
         default = grid[-1] if args.quick else DEMO_DEFAULT
         eval_points = 1000 if args.quick else 10_000
-        tasks = [("soflow", *cell, 0, eval_points) for cell in grid] + [("fm", *default, 0, eval_points)]
+        tasks = [("soflow", *cell, 0, eval_points) for cell in grid]
+        if not args.no_reference:
+            tasks.append(("fm", *default, 0, eval_points))
         load = os.getloadavg()[0]
         with tqdm(total=len(tasks), unit="run") as progress:
             runs = run_tasks(run, tasks, args.jobs, progress)

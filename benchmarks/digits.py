@@ -6,13 +6,15 @@ trains the same class-conditional `MLPBackbone` (null class 10) with guidance le
 guided smallest step), so that one evaluation gives a guided sample. A small classifier trained here
 on real digits scores the samples: accuracy on the requested class, the Fréchet distance between real
 and generated images in its 64-d penultimate features, and precision and recall (k = 3) in those
-features. The search (`common.SEARCH`, with the guidance scale as a shared stage) runs on seed 100 and
-is scored by the Fréchet distance of the one-step sample (flow matching: of its 100-step sample); the
-tables report seeds 0-2, at equal steps and at equal time.
+features. The search (`SEARCH_DIGITS_REDUCED`, 8 settings per method with the guidance scale as a
+shared stage; `--search full`: the 12 of `SEARCH_DIGITS`) runs on seed 100 and is scored by the Fréchet
+distance of the one-step sample (flow matching: of its 100-step sample); the tables report seeds 0-2,
+at equal steps and at equal time. The default budget (400 steps, batch 128, width 128) is what fits a
+shared 2-core machine in about 15 minutes; `--steps` and `--search full` run a larger protocol.
 
 Usage (parts as in `benchmarks/toys.py`: cost, select, report, render):
 
-    python benchmarks/digits.py
+    python benchmarks/digits.py --cache outputs/digits-cache
     python benchmarks/digits.py --part render
     python benchmarks/digits.py --quick
 """
@@ -23,7 +25,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,11 @@ from soflow_toolkit.toy import precision_recall  # noqa: E402
 
 NUM_CLASSES = 10
 FULL = {
-    "budget": Budget(steps=3000, batch=256, hidden=256, dim=64, num_classes=NUM_CLASSES),
+    "budget": Budget(steps=400, batch=128, hidden=128, dim=64, num_classes=NUM_CLASSES),
     "classifier_steps": 3000,
     "selection_seeds": (100,),
     "report_seeds": (0, 1, 2),
+    "search": "reduced",
     "search_stages": None,  # all
 }
 QUICK = {
@@ -67,6 +70,7 @@ QUICK = {
     "classifier_steps": 60,
     "selection_seeds": (100,),
     "report_seeds": (0,),
+    "search": "reduced",
     "search_stages": 1,  # the first stage only: the code path, not the search
 }
 START_DIGITS = {m: {**START[m], "lr": 1e-3, "guidance_scale": 2.0} for m in METHODS}
@@ -80,6 +84,12 @@ SEARCH_DIGITS = {
     m: [*SEARCH[m][:2], {"guidance_scale": [1.5, 3.0]}, *METHOD_STAGES_DIGITS[m]] for m in METHODS
 }
 """12 settings per method: the shared stages of `SEARCH`, the guidance scale, two of the method's own."""
+SEARCH_DIGITS_REDUCED = {
+    m: [SEARCH[m][0], {"guidance_scale": [1.5, 3.0]}, METHOD_STAGES_DIGITS[m][0]] for m in METHODS
+}
+"""8 settings per method (the committed tables; `--search full` runs `SEARCH_DIGITS`): the shared grid of
+time-embedding scale and EMA, the guidance scale, one knob of the method's own; the learning rate stays
+at 1e-3 for every method."""
 FIGURE_COLUMNS = (
     "real",
     "FM Euler 100 NFE",
@@ -256,9 +266,8 @@ def part_select(
 ) -> dict[str, Any]:
     budget: Budget = config["budget"]
     steps = cost["equal_time_steps"]
-    searches = {
-        m: StagedSearch(START_DIGITS[m], SEARCH_DIGITS[m][: config["search_stages"]]) for m in METHODS
-    }
+    stages = SEARCH_DIGITS if config["search"] == "full" else SEARCH_DIGITS_REDUCED
+    searches = {m: StagedSearch(START_DIGITS[m], stages[m][: config["search_stages"]]) for m in METHODS}
 
     def task(m: str, settings: dict[str, Any], seed: int) -> tuple[Any, ...]:
         return (m, settings, budget, steps[m], seed, (SELECTION_SAMPLER[m],), False)
@@ -272,6 +281,7 @@ def part_select(
         "seeds": list(config["selection_seeds"]),
         "steps": steps,
         "criterion": {m: f"Fréchet distance of '{SELECTION_SAMPLER[m]}'" for m in METHODS},
+        "stages": {m: searches[m].stages for m in METHODS},
         "searches": {"digits": {m: {"best": searches[m].best, "log": searches[m].log} for m in METHODS}},
     }
 
@@ -398,7 +408,7 @@ def render(cost: dict[str, Any], selection: dict[str, Any], result: dict[str, An
     sections = [
         f"Commands: `{result['command']}` (torch {result['torch']}, one torch thread per worker process). "
         f"Classifier accuracy on held-out real digits: {result['floors']['classifier_test_accuracy']:.3f}.",
-        report.protocol_text(result["budget"], cost, result["seeds"], selection["seeds"]).replace(
+        report.protocol_text(result["budget"], cost, result["seeds"], selection).replace(
             "energy distance of the one-step sample", "Fréchet distance of the one-step sample"
         ),
         "## Summary",
@@ -428,6 +438,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
     parser.add_argument(
+        "--search-stages",
+        type=int,
+        default=None,
+        help="run only the first N stages of the search (the same N for every method)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (400)")
+    parser.add_argument(
+        "--search",
+        choices=["reduced", "full"],
+        default="reduced",
+        help="8 settings per method (SEARCH_DIGITS_REDUCED, the committed tables) or 12 (SEARCH_DIGITS)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=None,
@@ -441,7 +464,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(1)
-    config = QUICK if args.quick else FULL
+    config = {**(QUICK if args.quick else FULL), "search": args.search}
+    if args.search_stages:
+        config = {**config, "search_stages": args.search_stages}
+    if args.steps:
+        config = {**config, "budget": replace(config["budget"], steps=args.steps)}
     out = args.out or (ROOT / "outputs" / "bench-quick" if args.quick else ROOT / "benchmarks" / "results")
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/digits.py", *(sys.argv[1:] if argv is None else argv)])

@@ -13,7 +13,6 @@ from typing import Any
 from benchmarks.common import (
     METHODS,
     REFERENCE,
-    SEARCH,
     markdown_table,
     mean_std,
     pm,
@@ -52,27 +51,43 @@ def compare(
     return {"ratios": ratios, "ratio": pm(ratios, 2), "verdict": verdict}
 
 
+def search_size(selection: dict[str, Any]) -> dict[str, int]:
+    """The settings each method's search evaluated on each dataset (from the search log)."""
+    sizes = {
+        (name, m): len({repr(sorted(entry["settings"].items())) for entry in search["log"]})
+        for name, per in selection["searches"].items()
+        for m, search in per.items()
+    }
+    return {f"{name}/{m}": size for (name, m), size in sizes.items()}
+
+
 def protocol_text(
-    budget: dict[str, Any], cost: dict[str, Any], seeds: Sequence[int], selection_seeds: Sequence[int]
+    budget: dict[str, Any], cost: dict[str, Any], seeds: Sequence[int], selection: dict[str, Any]
 ) -> str:
-    """The protocol every method follows, as it was run."""
+    """The protocol every method follows, as it was run (the search as `selection` records it)."""
     steps = cost["equal_time_steps"]
+    selection_seeds = selection["seeds"]
     ratios = ", ".join(
         f"{m} {c['ratio']:.2f} ({c['ratio_range'][0]:.2f}–{c['ratio_range'][1]:.2f})"
         for m, c in cost["costs"].items()
     )
     stages = "; ".join(
-        f"{m}: " + " → ".join("×".join(f"{k} {v}" for k, v in stage.items()) for stage in SEARCH[m])
+        f"{m}: "
+        + " → ".join("×".join(f"{k} {v}" for k, v in stage.items()) for stage in selection["stages"][m])
         for m in METHODS
     )
+    sizes = sorted(set(search_size(selection).values()))
+    size = " to ".join(map(str, sizes))
     return (
         f"**Protocol.** Every method trains the same `MLPBackbone` (hidden {budget['hidden']}, depth "
         f"{budget['depth']}) on the same data stream with batch {budget['batch']}, Adam with a cosine "
         "learning-rate decay to 0 over the run, and is evaluated with the weights of an EMA with warm-up "
         "(`EMA(decay, warmup=True)`: decay $\\min(\\beta, (1 + k)/(10 + k))$) on the same evaluation data and "
-        "noise. The learning rate, the time-embedding scale of the backbone and the EMA decay $\\beta$ are "
-        "tuned for every method, next to the method's own knobs, by the same staged coordinate search of 12 "
-        f"settings per method and dataset, on seed{'s' if len(selection_seeds) > 1 else ''} "
+        "noise. The settings named in the search stages below (always the time-embedding scale of the "
+        "backbone and the EMA decay $\\beta$) are tuned for every method by the same staged coordinate "
+        f"search of {size} distinct settings per method and dataset (every other setting stays at its "
+        "start value: the method's default, printed with the rest under Selected settings), on "
+        f"seed{'s' if len(selection_seeds) > 1 else ''} "
         f"{', '.join(map(str, selection_seeds))}, scored by the energy distance of the one-step sample "
         "(flow matching: of its 100-step Euler sample); the tables report seeds "
         f"{', '.join(map(str, seeds))}, which the search did not see. Search stages (each starts from the "
@@ -167,6 +182,7 @@ __all__ = [
     "cost_table",
     "plot_panels",
     "protocol_text",
+    "search_size",
     "search_table",
     "settings_table",
     "values",

@@ -70,10 +70,10 @@ class EMA:
         >>> warm = EMA(net, decay=0.999, warmup=True)
         >>> with torch.no_grad():
         ...     _ = net.weight.add_(1.0)
-        >>> warm.current_decay, round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        >>> warm.current_decay, round(float((warm.shadow["weight"] - net.weight.detach()).max()), 3)
         (0.1, -1.0)
         >>> warm.update(net)
-        >>> round(warm.current_decay, 4), round(float((warm.shadow["weight"] - net.weight).max()), 3)
+        >>> round(warm.current_decay, 4), round(float((warm.shadow["weight"] - net.weight.detach()).max()), 3)
         (0.1818, -0.1)
     """
 

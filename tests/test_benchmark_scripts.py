@@ -334,3 +334,169 @@ def test_compare_gives_no_ratio_to_a_rival_at_the_noise_floor() -> None:
         report.compare([1e-5, 1e-5], [1e-3, 2e-3], floor_std=1e-4)["verdict"]
         == "SoFlow leads (SoFlow at the noise floor)"
     )
+
+
+@pytest.mark.parametrize("method", common.METHODS)
+def test_the_reduced_search_has_the_same_size_for_every_method(method: str) -> None:
+    """The committed tables use 8 settings per method and dataset, the shared stages first."""
+    assert _count_settings(common.START[method], common.SEARCH_REDUCED[method]) == 8
+    assert _count_settings(digits.START_DIGITS[method], digits.SEARCH_DIGITS_REDUCED[method]) == 8
+    assert common.SEARCH_REDUCED[method][:2] == common.SEARCH["SoFlow"][:2]
+    assert digits.SEARCH_DIGITS_REDUCED[method][:2] == digits.SEARCH_DIGITS_REDUCED["SoFlow"][:2]
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+
+class _Progress:
+    def set_description(self, text: str) -> None:
+        self.text = text
+
+    def update(self, count: int) -> None:
+        pass
+
+
+def _fake_run(calls: list[dict[str, Any]]) -> Any:
+    """Stands in for `toys.train_and_evaluate`: records each run; the lowest learning rate scores best."""
+    keys = ("energy", "sw2", "precision", "recall", "on_support", "coverage")
+
+    def run(
+        toy: str,
+        method: str,
+        settings: dict[str, Any],
+        budget: common.Budget,
+        steps: int,
+        seed: int,
+        labels: tuple[str, ...],
+        eval_points: int,
+        keep_points: bool,
+        sharpness: bool = True,
+    ) -> dict[str, Any]:
+        calls.append({"method": method, "settings": settings, "steps": steps, "seed": seed, "labels": labels})
+        score = settings["lr"] + seed * 1e-6
+        return {
+            "s_per_step": 0.01,
+            "metrics": {label: dict.fromkeys(keys, score) for label in labels},
+            "points": {label: torch.zeros(4, 2) for label in labels} if keep_points else {},
+        }
+
+    return run
+
+
+def test_selection_uses_seed_100_and_the_report_seeds_0_to_2_with_the_selected_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import toys
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(toys, "train_and_evaluate", _fake_run(calls))
+    budget = common.Budget(steps=10, batch=8, hidden=8, depth=2)
+    config = {**toys.FULL, "budget": budget, "toys": ("checkerboard",), "eval_points": 40}
+    cost = {"equal_time_steps": {"FM": 13, "SoFlow": 10, "MeanFlow": 6, "Shortcut": 11}}
+
+    selection = toys.part_select(config, cost, 1, _Progress(), None)
+    assert {c["seed"] for c in calls} == {100}
+    assert all(c["steps"] == cost["equal_time_steps"][c["method"]] for c in calls)  # search at equal time
+    assert all(c["labels"] == (common.SELECTION_SAMPLER[c["method"]],) for c in calls)
+    for m in common.METHODS:
+        best = selection["searches"]["checkerboard"][m]["best"]
+        assert best["lr"] == 1e-3  # the lowest score wins
+        assert report.search_size(selection)[f"checkerboard/{m}"] == 8
+
+    calls.clear()
+    result, figure = toys.part_report(config, cost, selection, 1, _Progress(), None)
+    assert {c["seed"] for c in calls} == {0, 1, 2}
+    for m in common.METHODS:
+        assert all(
+            c["settings"] == selection["searches"]["checkerboard"][m]["best"]
+            for c in calls
+            if c["method"] == m
+        )
+        runs = result["runs"]["checkerboard"][m]
+        assert [r["seed"] for r in runs["equal steps"]] == [0, 1, 2]
+        assert [r["seed"] for r in runs["equal time"]] == [0, 1, 2]
+        steps = sorted(c["steps"] for c in calls if c["method"] == m)
+        assert set(steps) == {10, cost["equal_time_steps"][m]}
+    # SoFlow's equal-time budget is its equal-step budget: its runs are shared, not repeated
+    assert sum(c["method"] == "SoFlow" for c in calls) == 3
+    assert sum(c["method"] == "MeanFlow" for c in calls) == 6
+    assert "data" in figure["checkerboard"]
+
+
+@pytest.mark.parametrize("module", ["toys", "digits"])
+def test_selection_and_report_seeds_are_disjoint(module: str) -> None:
+    import importlib
+
+    full = importlib.import_module(f"benchmarks.{module}").FULL
+    assert min(full["selection_seeds"]) >= 100
+    assert tuple(full["report_seeds"]) == (0, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _fake_result(floor: list[float]) -> dict[str, Any]:
+    from benchmarks import toys
+
+    keys = ("energy", "sw2", "precision", "recall", "on_support", "coverage")
+    runs = {
+        m: {
+            b: [
+                {"seed": s, **{label: dict.fromkeys(keys, 0.004 + s * 1e-3) for label in common.SAMPLERS[m]}}
+                for s in range(3)
+            ]
+            for b in ("equal steps", "equal time")
+        }
+        for m in common.METHODS
+    }
+    steps = dict.fromkeys(common.METHODS, 10)
+    assert toys.METRIC_NAMES
+    return {
+        "runs": {"checkerboard": runs},
+        "floors": {"checkerboard": dict.fromkeys(keys, floor) | {"energy": floor}},
+        "steps": {"equal steps": steps, "equal time": steps},
+    }
+
+
+def test_a_negative_energy_floor_is_printed_as_negative() -> None:
+    """The unbiased energy distance between two data samples is often below 0: it is shown, not clipped."""
+    from benchmarks import toys
+
+    floor = [-2e-5, 1e-5, -5e-5]
+    table = toys.metric_table(_fake_result(floor), "energy", "equal time")
+    row = next(line for line in table.splitlines() if line.startswith("| data vs data (floor)"))
+    assert row == "| data vs data (floor) | -0.02 ± 0.03 |"
+    assert "| SoFlow 1 NFE | 5.00 ± 1.00 |" in table  # mean ± std over the three seeds, × 1000
+
+
+def test_headline_gives_every_rival_a_ratio_with_its_spread() -> None:
+    from benchmarks import toys
+
+    result = _fake_result([-2e-5, 1e-5, -5e-5])
+    per = result["runs"]["checkerboard"]["MeanFlow"]
+    for run in per["equal time"]:
+        run["MeanFlow 1 NFE"]["energy"] *= 2  # SoFlow at half the rival's distance on every seed
+    for run in per["equal steps"]:
+        run["MeanFlow 1 NFE"]["energy"] /= 2  # the rival at half SoFlow's on every seed
+    table = toys.headline_table(result)
+    assert "| checkerboard | MeanFlow | 2.00 ± 0.00 | rival leads | 0.50 ± 0.00 | SoFlow leads |" in table
+
+
+def test_make_bench_quick_runs_every_benchmark_script_in_its_quick_mode() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nbench-quick:", 1)[1].split("\n\n", 1)[0]
+    scripts = sorted(
+        p.name for p in (ROOT / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()
+    )
+    assert scripts == ["demo_budget.py", "digits.py", "step_cost.py", "toys.py"]
+    for name in scripts:
+        assert f"benchmarks/{name} --quick" in recipe, name
+
+
+def test_demo_budget_cells_are_checked() -> None:
+    from benchmarks import demo_budget
+
+    assert demo_budget.parse_cell("256,512,6000") == (256, 512, 6000)
+    for bad in ("256,512", "256,0,10", "a,b,c"):
+        with pytest.raises(ValueError, match="HIDDEN,BATCH,STEPS"):
+            demo_budget.parse_cell(bad)

@@ -1,10 +1,10 @@
 """MkDocs hooks of the documentation site (listed under `hooks:` in mkdocs.yml).
 
-- Results of the benchmarks live in `benchmarks/results/` and are pulled into `docs/benchmarks.md`
-  with pymdownx.snippets (`--8<-- "benchmarks/results/NAME.md"`), so they are written once. A results
+- Results of the benchmarks live in `benchmarks/results/` and are pulled into the pages of
+  `docs/benchmarks/` with pymdownx.snippets (`--8<-- "benchmarks/results/NAME.md"`), so they are written once. A results
   file that has not been produced yet is replaced by a note naming the command that writes it, so the
   site builds before the first benchmark run; every other include must exist (`check_paths: true`).
-  Figures in `benchmarks/results/` (PNG, SVG) are published at the site root under their own names, so
+  Figures in `benchmarks/results/` (PNG, SVG) are published at the site root and in `benchmarks/` under their own names, so
   a results file can show them with a link relative to itself (`![...](NAME.png)`) that works both on
   the repository page and in the site.
 - `docs/examples.md` gets tables of the example scripts in `examples/` and its subfolders, built from
@@ -36,18 +36,15 @@ _API_MARKER = "<!-- api-index -->"
 
 
 def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
-    """Publish the benchmark figures at the site root."""
+    """Publish the benchmark figures at the site root and in `benchmarks/`, beside the benchmark pages."""
     if RESULTS.is_dir():
         for figure in sorted(RESULTS.iterdir()):
-            if figure.suffix.lower() in {".png", ".svg"} and files.get_file_from_path(figure.name) is None:
-                files.append(
-                    File(
-                        figure.name,
-                        src_dir=str(RESULTS),
-                        dest_dir=config["site_dir"],
-                        use_directory_urls=config["use_directory_urls"],
-                    )
-                )
+            if figure.suffix.lower() not in {".png", ".svg"}:
+                continue
+            # at the site root (pages at the top level) and beside the benchmark pages in benchmarks/
+            for uri in (figure.name, f"benchmarks/{figure.name}"):
+                if files.get_file_from_path(uri) is None:
+                    files.append(File.generated(config, uri, abs_src_path=str(figure)))
     return files
 
 

@@ -2,13 +2,13 @@ r"""Built-in 2-D datasets, sample-quality metrics and a small MLP backbone, all 
 
 What the demo, the quality benchmarks and the first worked example need, with no other dependency:
 
-- :mod:`~soflow_toolkit.toy.datasets`: :func:`checkerboard`, :func:`eight_gaussians`,
-  :func:`two_moons`, :func:`spiral`, :func:`ring` (by name: :func:`get_toy_dataset`, `TOY_DATASETS`).
-- :mod:`~soflow_toolkit.toy.support`: their known supports (:func:`assign_modes`, `NUM_MODES`).
-- :mod:`~soflow_toolkit.toy.metrics`: distances between point clouds (:func:`energy_distance`,
-  :func:`sliced_energy_distance`, :func:`sliced_wasserstein`) and sharpness-aware scores
-  (:func:`precision_recall`, :func:`support_scores`).
-- :mod:`~soflow_toolkit.toy.mlp`: :class:`MLPBackbone` and its :func:`timestep_embedding`.
+- `soflow_toolkit.toy.datasets`: [`checkerboard`][soflow_toolkit.toy.checkerboard], [`eight_gaussians`][soflow_toolkit.toy.eight_gaussians],
+  [`two_moons`][soflow_toolkit.toy.two_moons], [`spiral`][soflow_toolkit.toy.spiral], [`ring`][soflow_toolkit.toy.ring] (by name: [`get_toy_dataset`][soflow_toolkit.toy.get_toy_dataset], `TOY_DATASETS`).
+- `soflow_toolkit.toy.support`: their known supports ([`assign_modes`][soflow_toolkit.toy.assign_modes], `NUM_MODES`).
+- `soflow_toolkit.toy.metrics`: distances between point clouds ([`energy_distance`][soflow_toolkit.toy.energy_distance],
+  [`sliced_energy_distance`][soflow_toolkit.toy.sliced_energy_distance], [`sliced_wasserstein`][soflow_toolkit.toy.sliced_wasserstein]) and sharpness-aware scores
+  ([`precision_recall`][soflow_toolkit.toy.precision_recall], [`support_scores`][soflow_toolkit.toy.support_scores]).
+- `soflow_toolkit.toy.mlp`: [`MLPBackbone`][soflow_toolkit.toy.MLPBackbone] and its [`timestep_embedding`][soflow_toolkit.toy.timestep_embedding].
 
 Everything is importable from `soflow_toolkit.toy` directly.
 """

@@ -1,8 +1,8 @@
 r"""Built-in 2-D datasets and the known support of each: where its modes are, which points lie on it.
 
 Each dataset is `f(n, *, generator=None, device=None, dtype=torch.float32) -> (n, 2)`:
-:func:`checkerboard`, :func:`eight_gaussians`, :func:`two_moons`, :func:`spiral`, :func:`ring`; by name
-with :func:`get_toy_dataset` (names in `TOY_DATASETS`). Every dataset lies roughly in $[-2.5, 2.5]^2$,
+[`checkerboard`][soflow_toolkit.toy.checkerboard], [`eight_gaussians`][soflow_toolkit.toy.eight_gaussians], [`two_moons`][soflow_toolkit.toy.two_moons], [`spiral`][soflow_toolkit.toy.spiral], [`ring`][soflow_toolkit.toy.ring]; by name
+with [`get_toy_dataset`][soflow_toolkit.toy.get_toy_dataset] (names in `TOY_DATASETS`). Every dataset lies roughly in $[-2.5, 2.5]^2$,
 the scale of the standard Gaussian noise. They follow the usual toy densities of the flow literature
 (FFJORD, Grathwohl et al. 2019); the exact constants are this module's own and listed in each docstring.
 """
@@ -85,7 +85,7 @@ def checkerboard(
     Returns:
         `(n, 2)` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = checkerboard(1000, generator=torch.Generator().manual_seed(0))
         >>> x.shape, bool((x.abs() <= 2).all())
@@ -142,7 +142,7 @@ def eight_gaussians(
     Returns:
         `(n, 2)` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = eight_gaussians(4000, generator=torch.Generator().manual_seed(0))
         >>> round(float(x.norm(dim=1).mean()), 1)
@@ -181,7 +181,7 @@ def ring(
     Returns:
         `(n, 2)` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = ring(6000, generator=torch.Generator().manual_seed(0))
         >>> angle = torch.atan2(x[:, 1], x[:, 0]) * 3 / torch.pi  # mode k sits at angle k
@@ -218,7 +218,7 @@ def two_moons(
     Returns:
         `(n, 2)` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = two_moons(4000, generator=torch.Generator().manual_seed(0))
         >>> [round(v, 1) + 0.0 for v in x.mean(dim=0).tolist()]
@@ -262,7 +262,7 @@ def spiral(
     Returns:
         `(n, 2)` tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = spiral(1000, generator=torch.Generator().manual_seed(0))
         >>> x.shape, bool(x.norm(dim=1).max() < 2.6)
@@ -296,7 +296,7 @@ def get_toy_dataset(name: str) -> ToyDataset:
     Raises:
         ValueError: for an unknown name (the message lists the known ones).
 
-    Example:
+    Examples:
         >>> import torch
         >>> get_toy_dataset("ring")(3, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([3, 2])

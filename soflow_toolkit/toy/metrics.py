@@ -1,13 +1,13 @@
 r"""Sample-quality metrics between point clouds: distances between distributions and sharpness-aware scores.
 
 - Distances (0 when the distributions agree): the energy distance (Székely & Rizzo 2013), exact
-  (:func:`energy_distance`) or from 1-D projections (:func:`sliced_energy_distance`), and the sliced
-  Wasserstein-2 distance (Rabin et al. 2011; Bonneel et al. 2015) :func:`sliced_wasserstein`.
+  ([`energy_distance`][soflow_toolkit.toy.energy_distance]) or from 1-D projections ([`sliced_energy_distance`][soflow_toolkit.toy.sliced_energy_distance]), and the sliced
+  Wasserstein-2 distance (Rabin et al. 2011; Bonneel et al. 2015) [`sliced_wasserstein`][soflow_toolkit.toy.sliced_wasserstein].
 - Sharpness-aware scores, which see what a distance between distributions averages away (mass
   smeared between the modes, modes left out): the precision and recall of generative models with
-  k-nearest-neighbour manifolds (Kynkäänniemi et al. 2019) :func:`precision_recall`, and for data with
-  a known support the share of samples on it and the share of modes covered, :func:`support_scores`
-  (with :func:`~soflow_toolkit.toy.assign_modes`).
+  k-nearest-neighbour manifolds (Kynkäänniemi et al. 2019) [`precision_recall`][soflow_toolkit.toy.precision_recall], and for data with
+  a known support the share of samples on it and the share of modes covered, [`support_scores`][soflow_toolkit.toy.support_scores]
+  (with [`assign_modes`][soflow_toolkit.toy.assign_modes]).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def energy_distance(x: Tensor, y: Tensor, *, chunk: int = 1024) -> Tensor:
     $n = m = 10^4$ on a CPU). $\mathcal E \ge 0$ for distributions, 0 only when they agree; the
     estimate is unbiased, so two samples of one distribution give values scattered around 0,
     **negative about half of the time**: a negative value means "as close as this sample size can
-    tell", not an error. For large clouds, :func:`sliced_energy_distance` is much faster.
+    tell", not an error. For large clouds, [`sliced_energy_distance`][soflow_toolkit.toy.sliced_energy_distance] is much faster.
 
     Args:
         x: `(n, d)` points, n >= 2.
@@ -89,7 +89,7 @@ def energy_distance(x: Tensor, y: Tensor, *, chunk: int = 1024) -> Tensor:
             values or a bad `chunk`.
         TypeError: for non-tensors or non-floating tensors.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
         >>> round(float(energy_distance(x, x + torch.tensor([3.0, 0.0]))), 4)  # 2*3 - 1 - 1
@@ -135,7 +135,7 @@ def _sorted_projections(x: Tensor, y: Tensor, directions: Tensor) -> tuple[Tenso
 def sliced_energy_distance(
     x: Tensor, y: Tensor, *, num_projections: int = 64, generator: torch.Generator | None = None
 ) -> Tensor:
-    r"""The energy distance of :func:`energy_distance` computed from 1-D projections, in $O(n \log n)$.
+    r"""The energy distance of [`energy_distance`][soflow_toolkit.toy.energy_distance] computed from 1-D projections, in $O(n \log n)$.
 
     From the identity $\lVert v\rVert = c_d\,\mathbb E_\theta|\theta^\top v|$, $\theta \sim U(S^{d-1})$,
     $c_d = \sqrt\pi\,\Gamma(\tfrac{d+1}2)/\Gamma(\tfrac d2)$ ($c_2 = \pi/2$):
@@ -159,7 +159,7 @@ def sliced_energy_distance(
             values or `num_projections < 1`.
         TypeError: for non-tensors or non-floating tensors.
 
-    Example:
+    Examples:
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> a, b = torch.randn(2000, 2, generator=g), torch.randn(2000, 2, generator=g) + 0.5
@@ -211,7 +211,7 @@ def sliced_wasserstein(
             `num_projections < 1`.
         TypeError: for non-tensors or non-floating tensors.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
         >>> g = torch.Generator().manual_seed(1)
@@ -282,7 +282,7 @@ def precision_recall(real: Tensor, fake: Tensor, *, k: int = 3, chunk: int = 102
             non-finite values, or a bad `k`/`chunk`.
         TypeError: for non-tensors or non-floating tensors.
 
-    Example:
+    Examples:
         >>> import torch
         >>> real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])  # k = 1: every radius is 1
         >>> fake = torch.tensor([[0.5], [10.0]])  # radii 9.5: the balls cover every real point
@@ -303,7 +303,7 @@ def support_scores(modes: Tensor, num_modes: int, *, min_share: float = 0.25) ->
     r"""The share of points on a known support and the share of its modes that are covered.
 
     With $m_j \in \{-1, 0, \dots, K - 1\}$ the mode of point $j$ ($-1$: off the support; see
-    :func:`~soflow_toolkit.toy.assign_modes`) and $n_k$ the number of points in mode $k$:
+    [`assign_modes`][soflow_toolkit.toy.assign_modes]) and $n_k$ the number of points in mode $k$:
 
     $$\text{on-support} = \frac1N \sum_j \mathbb 1[m_j \ge 0], \qquad
       \text{coverage} = \frac1K \sum_k \mathbb 1\Big[\frac{n_k}{N} \ge \frac{\text{min\_share}}{K}\Big],$$
@@ -323,7 +323,7 @@ def support_scores(modes: Tensor, num_modes: int, *, min_share: float = 0.25) ->
         ValueError: for a bad shape, values outside $[-1, K)$, or bad `num_modes`/`min_share`.
         TypeError: for a non-integer tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> on_support, coverage = support_scores(torch.tensor([0, 0, 1, -1]), 4)
         >>> float(on_support), float(coverage)  # 3 of 4 points on the support; modes 0 and 1 of 4

@@ -1,8 +1,8 @@
 r"""A small MLP backbone $F_\theta(x, t, s[, \text{labels}])$ for points and small flattened data.
 
-:class:`MLPBackbone` is fed with the two time inputs of the official backbones ($t$ and $t - s$), each
-through the sinusoidal :func:`timestep_embedding`, and an optional class embedding with a null class,
-for :class:`~soflow_toolkit.SolutionFlowWrapper`. The scale of the time embedding is a setting
+[`MLPBackbone`][soflow_toolkit.toy.MLPBackbone] is fed with the two time inputs of the official backbones ($t$ and $t - s$), each
+through the sinusoidal [`timestep_embedding`][soflow_toolkit.toy.timestep_embedding], and an optional class embedding with a null class,
+for [`SolutionFlowWrapper`][soflow_toolkit.SolutionFlowWrapper]. The scale of the time embedding is a setting
 (`time_scale`): methods that differentiate through the time input (MeanFlow's JVP) see its
 frequencies directly, so a fair comparison tunes it for every method.
 """
@@ -33,7 +33,7 @@ def timestep_embedding(t: Tensor, dim: int, *, max_period: float = 10_000.0, sca
     Returns:
         `(B, dim)` features in `t`'s dtype.
 
-    Example:
+    Examples:
         >>> import torch
         >>> timestep_embedding(torch.zeros(3), 8)[0]
         tensor([1., 1., 1., 1., 0., 0., 0., 0.])
@@ -52,7 +52,7 @@ class MLPBackbone(nn.Module):
     $$h_1 = \mathrm{SiLU}\big(W_1\,[\mathrm{flatten}(x),\ \phi(t),\ \phi(t - s)] + b_1\,[+\,E_y(\text{label})]\big),
       \quad h_{k+1} = \mathrm{SiLU}(W_{k+1} h_k + b_{k+1}),\quad F = W_{out} h_{\text{depth}} + b_{out},$$
 
-    reshaped to $x$'s shape, where $\phi$ is :func:`timestep_embedding` (the second time input is the
+    reshaped to $x$'s shape, where $\phi$ is [`timestep_embedding`][soflow_toolkit.toy.timestep_embedding] (the second time input is the
     gap $t - s$, as in the official backbones, so $s = t$ is always the same input). With
     `num_classes = K` the label embedding $E_y$ has $K + 1$ rows: index $K$ is the null class used for
     condition dropping and classifier-free guidance. The network is deliberately plain and cheap: a
@@ -65,7 +65,7 @@ class MLPBackbone(nn.Module):
         depth: number of hidden layers, >= 1.
         num_classes: number of classes K for class-conditional data, or None.
         frequencies: size of each sinusoidal time feature vector (even).
-        time_scale: the `scale` of :func:`timestep_embedding`, > 0: times in [0, 1] are multiplied by
+        time_scale: the `scale` of [`timestep_embedding`][soflow_toolkit.toy.timestep_embedding], > 0: times in [0, 1] are multiplied by
             it before the sinusoids (1000, the default, is the diffusion convention; 1 gives smooth
             features whose derivatives in $t$ are of order 1).
 
@@ -73,7 +73,7 @@ class MLPBackbone(nn.Module):
         `x`: `(B, *D)` with `prod(D) = dim`; `t`, `s`: `(B,)`; `labels`: `(B,)` integers in [0, K]
         (K = null). Output: `(B, *D)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from soflow_toolkit import SolutionFlowWrapper, sample
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS

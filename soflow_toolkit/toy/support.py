@@ -1,8 +1,8 @@
 r"""The known support of each built-in 2-D dataset: which mode a point belongs to, or none.
 
-:func:`assign_modes` maps points to the modes of a dataset of :mod:`soflow_toolkit.toy.datasets`
+[`assign_modes`][soflow_toolkit.toy.assign_modes] maps points to the modes of a dataset of `soflow_toolkit.toy.datasets`
 (with its default parameters), or to $-1$ off the support: the input of
-:func:`~soflow_toolkit.toy.support_scores`.
+[`support_scores`][soflow_toolkit.toy.support_scores].
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["NUM_MODES", "assign_modes"]
 
 
 NUM_MODES: dict[str, int] = {"checkerboard": 8, "eight_gaussians": 8, "ring": 6, "spiral": 2, "two_moons": 2}
-"""The number of modes of each built-in dataset, as :func:`assign_modes` counts them."""
+"""The number of modes of each built-in dataset, as [`assign_modes`][soflow_toolkit.toy.assign_modes] counts them."""
 
 
 def _nearest_centre(points: Tensor, modes: int, radius: float, std: float, tolerance: float) -> Tensor:
@@ -81,7 +81,7 @@ def assign_modes(name: str, points: Tensor, *, tolerance: float = 3.0) -> Tensor
         ValueError: for an unknown name, points not of shape `(n, 2)`, or a bad tolerance.
         TypeError: for a non-floating tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> assign_modes("checkerboard", torch.tensor([[-1.5, -1.5], [-1.5, -0.5], [0.5, 0.5], [3.0, 0.0]]))
         tensor([ 0, -1,  5, -1])
