@@ -55,6 +55,8 @@ bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go t
 	$(PY) benchmarks/toys.py --quick
 	$(PY) benchmarks/digits.py --quick
 	$(PY) benchmarks/demo_budget.py --quick
+	$(PY) benchmarks/finetune.py --quick
+	$(PY) benchmarks/guidance_range.py --quick
 
 dist: install  ## build the wheel and the sdist into dist/, check them and install each into a fresh venv
 	rm -rf dist

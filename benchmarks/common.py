@@ -213,14 +213,7 @@ class Trainer:
         self, method: str, settings: dict[str, Any], budget: Budget, steps: int, batches: Batches, seed: int
     ) -> None:
         torch.manual_seed(seed)  # the initial weights; every training draw uses the generator below
-        backbone = MLPBackbone(
-            budget.dim,
-            hidden=budget.hidden,
-            depth=budget.depth,
-            num_classes=budget.num_classes,
-            time_scale=float(settings["time_scale"]),
-        )
-        self.model = SolutionFlowWrapper(backbone)
+        self.model = SolutionFlowWrapper(self.build_backbone(budget, settings))
         self.steps, self.batches, self.step_count = steps, batches, 0
         self.generator = torch.Generator().manual_seed(10_000 + seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=float(settings["lr"]))
@@ -233,6 +226,16 @@ class Trainer:
         # shortcut models build their targets with the EMA weights (the authors' default)
         uses_target = method == "Shortcut" and settings.get("ema_targets", True)
         self.target = copy.deepcopy(self.model).requires_grad_(False) if uses_target else None
+
+    def build_backbone(self, budget: Budget, settings: dict[str, Any]) -> nn.Module:
+        """The backbone of the run (a hook: a benchmark may subclass to give it another input)."""
+        return MLPBackbone(
+            budget.dim,
+            hidden=budget.hidden,
+            depth=budget.depth,
+            num_classes=budget.num_classes,
+            time_scale=float(settings["time_scale"]),
+        )
 
     def step(self) -> None:
         data, labels = self.batches(self.generator)

@@ -43,9 +43,12 @@ OutputSelector = str | int | Callable[[Any], Tensor] | None
 BackboneCall = Callable[[nn.Module, Tensor, Tensor, Any], Any]
 
 
-def _default_call(backbone: nn.Module, x: Tensor, time: Tensor, cond: Any) -> Any:
-    """`backbone(x, time)`, `backbone(x, time, **cond)` for a dict, `backbone(x, time, cond)` otherwise."""
-    return call_with_condition(backbone, x, time, cond=cond)
+def _default_call(
+    backbone: nn.Module, x: Tensor, time: Tensor, cond: Any, guidance_scale: Tensor | None = None
+) -> Any:
+    """`backbone(x, time)`, `backbone(x, time, **cond)` for a dict, `backbone(x, time, cond)` otherwise
+    (plus the keyword `guidance_scale` when given)."""
+    return call_with_condition(backbone, x, time, cond=cond, guidance_scale=guidance_scale)
 
 
 def _select(result: Any, output: OutputSelector) -> Tensor:
@@ -208,7 +211,16 @@ class SingleTimeAdapter(nn.Module):
         probe(branch, self.time_scale)
         return branch, "gate"
 
-    def forward(self, x: Tensor, t: Tensor, s: Tensor, cond: Any = None, **cond_kwargs: Any) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        s: Tensor,
+        cond: Any = None,
+        *,
+        guidance_scale: Tensor | None = None,
+        **cond_kwargs: Any,
+    ) -> Tensor:
         r"""Evaluate $F_\theta(x, t, s, \text{cond})$ through the single-time backbone.
 
         Args:
@@ -217,6 +229,9 @@ class SingleTimeAdapter(nn.Module):
             s: target times `(B,)`.
             cond: the condition, passed on to `call`; keyword arguments (a dict condition unpacked
                 by the wrapper) are gathered into a dict.
+            guidance_scale: per-sample guidance scales `(B,)` of a model trained with a range of
+                scales, passed on to the backbone as the keyword `guidance_scale` (to a custom `call`
+                as well); None passes nothing.
 
         Returns:
             The selected backbone output, negated when `reverse_time`.
@@ -234,7 +249,8 @@ class SingleTimeAdapter(nn.Module):
         self._state.embedding = None
         self._state.calls = 0
         try:
-            result = (self.call or _default_call)(self.backbone, x, time, cond)
+            extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+            result = (self.call or _default_call)(self.backbone, x, time, cond, **extra)
         finally:
             self._state.gap = self._state.embedding = None
         if self._state.calls != 1:

@@ -8,7 +8,8 @@ Public: [`drop_condition`][soflow_toolkit.drop_condition],
 [`sample_drop_mask`][soflow_toolkit.sample_drop_mask],
 [`select_condition`][soflow_toolkit.select_condition] and
 [`concat_conditions`][soflow_toolkit.concat_conditions]. The wrapper, the adapter, the losses and the
-objective share the rest: `call_with_condition` (the calling convention and its error messages),
+objective share the rest: `call_with_condition` (the calling convention, with the per-sample
+guidance scale as the keyword `guidance_scale`, and its error messages),
 `check_condition_batch`, `check_drop_mask`, `prepare_conditions` (drop, then build the all-null
 condition of guidance) and `explain_null_class`.
 """
@@ -42,23 +43,36 @@ def _describe(cond: Any) -> str:
     return f"a {type(cond).__name__}"
 
 
-def _mismatch(fn: Callable[..., Any], num_inputs: int, cond: Any) -> str | None:
-    """Why `fn` cannot take `cond` after `num_inputs` inputs, or None if its signature accepts it."""
+def _binds(signature: inspect.Signature, inputs: list[Any], cond: Any, keywords: dict[str, Any]) -> bool:
+    args, kwargs = (inputs, {**cond, **keywords}) if isinstance(cond, dict) else (inputs, keywords)
+    args = args if cond is None or isinstance(cond, dict) else [*args, cond]
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _mismatch(fn: Callable[..., Any], num_inputs: int, cond: Any, keywords: dict[str, Any]) -> str | None:
+    """Why `fn` cannot take `cond` (and `keywords`) after `num_inputs` inputs, or None if it can."""
     target = fn.forward if isinstance(fn, nn.Module) else fn
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
         return None
     inputs = [None] * num_inputs
-    try:
-        signature.bind(*inputs, **cond) if isinstance(cond, dict) else signature.bind(*inputs, cond)
+    if _binds(signature, inputs, cond, keywords):
         return None
-    except TypeError:
-        pass
     name = type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__name__", repr(fn))
-    try:
-        signature.bind(*inputs)
-    except TypeError:
+    if keywords and _binds(signature, inputs, cond, {}):
+        return (
+            f"the backbone {name} takes no guidance_scale keyword (forward{signature}) but is given the "
+            "guidance scale of each sample (a range GuidanceConfig(scale=(low, high)) in training, "
+            "guidance_scale= in sampling): give its forward a keyword argument guidance_scale, a (B,) tensor"
+        )
+    if cond is None:
+        return None
+    if not _binds(signature, inputs, None, {}):
         return (
             f"the backbone {name} cannot take the condition it was given ({_describe(cond)}): its "
             f"forward{signature} does not accept it (a dict condition is passed as keyword arguments, "
@@ -70,20 +84,29 @@ def _mismatch(fn: Callable[..., Any], num_inputs: int, cond: Any) -> str | None:
     )
 
 
-def call_with_condition(fn: Callable[..., Any], *inputs: Any, cond: Any = None) -> Any:
+def call_with_condition(
+    fn: Callable[..., Any], *inputs: Any, cond: Any = None, guidance_scale: Tensor | None = None
+) -> Any:
     """`fn(*inputs)` for no condition, `fn(*inputs, **cond)` for a dict, `fn(*inputs, cond)` otherwise.
 
-    A ``TypeError`` raised because `fn`'s signature cannot take the condition (checked only after the
-    call failed) is replaced by one that says so; any other error passes through unchanged.
+    A `guidance_scale` (the `(B,)` scales of the samples) is added as the keyword argument
+    `guidance_scale=`, the same way for every kind of condition; a keyword passes unchanged through
+    DDP, FSDP and `torch.compile`, and a tensor lets a compiled backbone take any scale without being
+    compiled again. A ``TypeError`` raised because `fn`'s signature cannot take the condition or the
+    keyword (checked only after the call failed) is replaced by one that says so; any other error
+    passes through unchanged. A dict condition with a key `guidance_scale` raises ``ValueError``.
     """
+    keywords = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    if keywords and isinstance(cond, dict) and "guidance_scale" in cond:
+        raise ValueError("a dict condition must not have the key 'guidance_scale' when a scale is given")
     try:
         if cond is None:
-            return fn(*inputs)
+            return fn(*inputs, **keywords)
         if isinstance(cond, dict):
-            return fn(*inputs, **cond)
-        return fn(*inputs, cond)
+            return fn(*inputs, **cond, **keywords)
+        return fn(*inputs, cond, **keywords)
     except TypeError as error:
-        problem = None if cond is None else _mismatch(fn, len(inputs), cond)
+        problem = None if cond is None and not keywords else _mismatch(fn, len(inputs), cond, keywords)
         if problem is None:
             raise
         raise TypeError(problem) from error

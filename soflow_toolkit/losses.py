@@ -21,7 +21,7 @@ from ._checks import ValueChecks, as_times, check_batch, check_number, check_sam
 from ._rng import RandomState
 from .conditions import explain_null_class, prepare_conditions
 from .guidance import GuidanceConfig, guided_velocity
-from .wrapper import evaluate_backbone, evaluate_velocity, unwrap_model
+from .wrapper import as_scales, evaluate_backbone, evaluate_velocity, unwrap_model
 
 __all__ = [
     "LossOutput",
@@ -174,8 +174,10 @@ def _setup(
     guidance: GuidanceConfig | None,
     p: float,
     eps: float,
-) -> tuple[Any, ValueChecks, bool]:
-    """Check the common inputs; return (the wrapper, the value checks with data and noise, guided)."""
+    guidance_scale: Tensor | float | None = None,
+) -> tuple[Any, ValueChecks, bool, Tensor | None]:
+    """Check the common inputs; return (the wrapper, the value checks with data and noise, guided, the
+    per-sample guidance scales or None)."""
     check_number(p, "p", low=0)
     check_number(eps, "eps", low=0, low_open=True)
     check_batch(data, "data")
@@ -187,7 +189,13 @@ def _setup(
     checks = ValueChecks(wrapper.check_inputs)
     checks.finite("data", data)
     checks.finite("noise", noise)
-    return wrapper, checks, guidance is not None and guidance.enabled
+    if guidance is not None and guidance.scale_range is not None and guidance_scale is None:
+        raise ValueError(
+            f"guidance with a range of scales {guidance.scale_range} needs the scale of each sample: pass "
+            "guidance_scale=, e.g. guidance.draw_scales(B)"
+        )
+    scale = None if guidance_scale is None else as_scales(guidance_scale, data)
+    return wrapper, checks, guidance is not None and guidance.enabled, scale
 
 
 def flow_matching_loss(
@@ -202,6 +210,7 @@ def flow_matching_loss(
     guidance: GuidanceConfig | None = None,
     drop_mask: Tensor | None = None,
     null_cond: Any = None,
+    guidance_scale: Tensor | float | None = None,
 ) -> LossOutput:
     r"""The flow matching loss of SoFlow's velocity read-out.
 
@@ -222,6 +231,9 @@ def flow_matching_loss(
             `drop_mask`).
         drop_mask: bool `(B,)`, True = the sample's condition is replaced by `null_cond`.
         null_cond: the null condition (e.g. `num_classes` for labels).
+        guidance_scale: per-sample guidance scales $\omega_i$ `(B,)` (or a float), given to every
+            network evaluation as the keyword `guidance_scale` and used by the guided target; required
+            when `guidance.scale` is a range.
 
     Returns:
         A [`LossOutput`][soflow_toolkit.LossOutput].
@@ -242,7 +254,7 @@ def flow_matching_loss(
         >>> out = flow_matching_loss(model, data, noise, torch.rand(16))
         >>> out.loss.backward()
     """
-    wrapper, checks, guided = _setup(model, data, noise, guidance, p, eps)
+    wrapper, checks, guided, scale = _setup(model, data, noise, guidance, p, eps, guidance_scale)
     path, param = wrapper.path, wrapper.parametrization
     t = as_times(t, data, "t")
     checks.unit_interval("t", t)
@@ -251,14 +263,18 @@ def flow_matching_loss(
     x_t = path.interpolate(data, noise, t)
     v = path.velocity(data, noise, t)
     x_in = x_t.to(data.dtype)
-    velocity = functools.partial(evaluate_velocity, model, param, x_t, x_in, t, checks=checks)
+    velocity = functools.partial(
+        evaluate_velocity, model, param, x_t, x_in, t, checks=checks, guidance_scale=scale
+    )
     with explain_null_class(null_cond if guided or drop_mask is not None else None):
         v_pred = velocity(cond, what="the backbone's output")
         target = v
         if uncond is not None and guidance is not None:
             with torch.no_grad():
                 v_uncond = velocity(uncond, what="the backbone's unconditional output")
-            target = guided_velocity(v, v_uncond, t, guidance, v_cond=v_pred.detach(), drop_mask=drop_mask)
+            target = guided_velocity(
+                v, v_uncond, t, guidance, v_cond=v_pred.detach(), drop_mask=drop_mask, scale=scale
+            )
     checks.verify()
     return flow_matching_terms(v_pred, target, param.db_ds(t), p=p, eps=eps)
 
@@ -277,6 +293,7 @@ def solution_consistency_loss(
     guidance: GuidanceConfig | None = None,
     drop_mask: Tensor | None = None,
     null_cond: Any = None,
+    guidance_scale: Tensor | float | None = None,
 ) -> LossOutput:
     r"""SoFlow's solution consistency loss: no JVP, two ordinary forwards and one backward.
 
@@ -300,6 +317,8 @@ def solution_consistency_loss(
         guidance: training-time classifier-free guidance (`drop_rate` unused here; pass `drop_mask`).
         drop_mask: bool `(B,)`, True = the sample's condition is replaced by `null_cond`.
         null_cond: the null condition.
+        guidance_scale: per-sample guidance scales, as for
+            [`flow_matching_loss`][soflow_toolkit.flow_matching_loss].
 
     Returns:
         A [`LossOutput`][soflow_toolkit.LossOutput] whose `loss` is the surrogate.
@@ -320,7 +339,7 @@ def solution_consistency_loss(
         >>> out = solution_consistency_loss(model, data, noise, 0.9, 0.85, 0.1)
         >>> out.loss.backward()
     """
-    wrapper, checks, guided = _setup(model, data, noise, guidance, p, eps)
+    wrapper, checks, guided, scale = _setup(model, data, noise, guidance, p, eps, guidance_scale)
     path, param = wrapper.path, wrapper.parametrization
     t, l, s = (as_times(value, data, name) for value, name in ((t, "t"), (l, "l"), (s, "s")))
     for name, value in (("t", t), ("l", l), ("s", s)):
@@ -331,7 +350,9 @@ def solution_consistency_loss(
     x_t = path.interpolate(data, noise, t)
     v = path.velocity(data, noise, t)
     x_in = x_t.to(data.dtype)
-    velocity = functools.partial(evaluate_velocity, model, param, x_t, x_in, t, checks=checks)
+    velocity = functools.partial(
+        evaluate_velocity, model, param, x_t, x_in, t, checks=checks, guidance_scale=scale
+    )
     with explain_null_class(null_cond if guided or drop_mask is not None else None):
         target_v = v
         if uncond is not None and guidance is not None:
@@ -340,16 +361,19 @@ def solution_consistency_loss(
                 v_cond = None
                 if guidance.needs_conditional_velocity:
                     v_cond = velocity(cond, what="the backbone's conditional output")
-            target_v = guided_velocity(v, v_uncond, t, guidance, v_cond=v_cond, drop_mask=drop_mask)
+            target_v = guided_velocity(
+                v, v_uncond, t, guidance, v_cond=v_cond, drop_mask=drop_mask, scale=scale
+            )
         x_l = x_t + expand_like(l - t, x_t) * target_v
 
         state = RandomState.capture(data.device)
-        online = evaluate_backbone(model, x_in, t, s, cond, checks=checks, what="the backbone's output")
+        backbone = functools.partial(evaluate_backbone, model, checks=checks, guidance_scale=scale)
+        online = backbone(x_in, t, s, cond, what="the backbone's output")
         after_online = RandomState.capture(data.device)
         state.restore()
         with torch.no_grad():
             what = "the backbone's output at the target (x_l, l, s)"
-            target = evaluate_backbone(model, x_l.to(data.dtype), l, s, cond, checks=checks, what=what)
+            target = backbone(x_l.to(data.dtype), l, s, cond, what=what)
         after_online.restore()
     checks.verify()
     f_target = param.solution(x_l, target, l, s)

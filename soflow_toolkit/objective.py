@@ -114,10 +114,12 @@ class SoFlowLoss:
     ) -> SoFlowDraw:
         r"""Draw noise, times (with the curriculum ratio of `step`) and, if `conditional`, the drop mask.
 
-        Order of draws: noise, flow matching times, consistency $s'$, consistency $t'$, drop mask
+        Order of draws: noise, flow matching times, consistency $s'$, consistency $t'$, drop mask,
+        and for a range of guidance scales the scale of every sample, uniform in the range
         (see [`logit_normal_times`][soflow_toolkit.logit_normal_times],
-        [`consistency_times`][soflow_toolkit.consistency_times] and
-        [`sample_drop_mask`][soflow_toolkit.sample_drop_mask]).
+        [`consistency_times`][soflow_toolkit.consistency_times],
+        [`sample_drop_mask`][soflow_toolkit.sample_drop_mask] and
+        [`GuidanceConfig.draw_scales`][soflow_toolkit.GuidanceConfig.draw_scales]).
 
         Args:
             data: the batch `(B, *D)` (only its shape, dtype and device are used).
@@ -146,11 +148,13 @@ class SoFlowLoss:
             min_gap=priors.min_gap,
             **where,
         )
-        drop_rate = self.config.guidance.drop_rate
-        drop_mask = None
-        if conditional and drop_rate > 0:
-            drop_mask = sample_drop_mask(batch, drop_rate, device=device, generator=generator)
-        return SoFlowDraw(noise=noise, t_fm=t_fm, t=t, l=l, s=s, drop_mask=drop_mask)
+        guidance = self.config.guidance
+        drop_mask = scales = None
+        if conditional and guidance.drop_rate > 0:
+            drop_mask = sample_drop_mask(batch, guidance.drop_rate, device=device, generator=generator)
+        if guidance.scale_range is not None:
+            scales = guidance.draw_scales(batch, device=device, dtype=dtype, generator=generator)
+        return SoFlowDraw(noise=noise, t_fm=t_fm, t=t, l=l, s=s, drop_mask=drop_mask, guidance_scale=scales)
 
     def __call__(
         self,
@@ -198,7 +202,7 @@ class SoFlowLoss:
         if draw is None:
             draw = self.draw(data, step=k, conditional=cond is not None, generator=generator)
         else:
-            check_draw(draw, data, self.split(batch)[0], checks)
+            check_draw(draw, data, self.split(batch)[0], checks, self.config.guidance.scale_range)
         state = prepare_step(model, wrapper, data, draw, cond, null_cond, self.config.guidance, checks)
         p, eps = self.config.p, self.config.eps
         sc = None
@@ -239,8 +243,13 @@ class SoFlowLoss:
             )
 
     @staticmethod
-    def _forward(step: Step, x: Tensor, t: Tensor, s: Tensor, cond: Any, what: str) -> Tensor:
-        return evaluate_backbone(step.model, x.to(step.x_in.dtype), t, s, cond, checks=step.checks, what=what)
+    def _forward(
+        step: Step, x: Tensor, t: Tensor, s: Tensor, cond: Any, what: str, scale: Tensor | None
+    ) -> Tensor:
+        x = x.to(step.x_in.dtype)
+        return evaluate_backbone(
+            step.model, x, t, s, cond, checks=step.checks, what=what, guidance_scale=scale
+        )
 
     def _guidance_velocities(self, step: Step) -> GuidanceVelocities | None:
         """Pass 1 (guidance only, no gradient): unconditional velocities of all rows and, for the mix,
@@ -254,10 +263,21 @@ class SoFlowLoss:
         conds = (
             concat_conditions([step.uncond, select_condition(step.cond, sc)]) if with_cond else step.uncond
         )
+        scale = step.scale
+        if scale is not None and with_cond:
+            scale = torch.cat([scale, scale[sc]])
         what = "the backbone's output of the guidance pass"
         with torch.no_grad():
             velocities = evaluate_velocity(
-                step.model, step.param, xs, xs.to(step.x_in.dtype), ts, conds, checks=step.checks, what=what
+                step.model,
+                step.param,
+                xs,
+                xs.to(step.x_in.dtype),
+                ts,
+                conds,
+                checks=step.checks,
+                what=what,
+                guidance_scale=scale,
             )
         return GuidanceVelocities(velocities[:batch], velocities[batch:] if with_cond else None)
 
@@ -267,7 +287,8 @@ class SoFlowLoss:
         Returns the backbone outputs and the random state the pass started from.
         """
         state = RandomState.capture(step.x_t.device)
-        return self._forward(step, step.x_in, step.t, step.s, step.cond, "the backbone's output"), state
+        out = self._forward(step, step.x_in, step.t, step.s, step.cond, "the backbone's output", step.scale)
+        return out, state
 
     def _consistency_targets(self, step: Step, x_l: Tensor, state: RandomState) -> Tensor:
         """Pass 3 (no gradient): backbone outputs at the consistency targets $(x_l, l, s)$.
@@ -288,9 +309,10 @@ class SoFlowLoss:
                 fm = slice(0, step.num_fm)
                 xs = torch.cat([step.x_in[fm], x_l.to(step.x_in.dtype)])
                 ts, ss = torch.cat([step.t[fm], step.l]), torch.cat([step.t[fm], step.s[sc]])
-                out = self._forward(step, xs, ts, ss, step.cond, what)[step.num_fm :]
+                out = self._forward(step, xs, ts, ss, step.cond, what, step.scale)[step.num_fm :]
             else:
-                out = self._forward(step, x_l, step.l, step.s[sc], select_condition(step.cond, sc), what)
+                cond = select_condition(step.cond, sc)
+                out = self._forward(step, x_l, step.l, step.s[sc], cond, what, step.scales(sc))
         after_online.restore()
         return out
 

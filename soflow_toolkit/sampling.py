@@ -7,7 +7,8 @@ r"""Few-step sampling with a solution flow model (docs: method, sampling).
 - [`euler_sample`][soflow_toolkit.euler_sample]: plain Euler integration of the velocity read-out, the same model used as a
   flow-matching model.
 No guidance is applied at sampling time: a model trained with training-time guidance has learned the
-guided field, so 1 NFE stays 1 NFE. With the wrapper's `check_inputs` on, every network output of a
+guided field, so 1 NFE stays 1 NFE. A model trained with a range of guidance scales takes the scale to
+sample with as an input: `guidance_scale=`. With the wrapper's `check_inputs` on, every network output of a
 run is checked for NaN and inf with one host synchronisation, at the end.
 """
 
@@ -30,7 +31,7 @@ from ._checks import (
     check_int,
     check_same_shape,
 )
-from .wrapper import evaluate_velocity, unwrap_model
+from .wrapper import as_scales, evaluate_velocity, unwrap_model
 
 __all__ = ["euler_sample", "sample", "time_grid"]
 
@@ -62,6 +63,7 @@ def sample(
     method: Literal["renoise", "chain"] = "renoise",
     generator: torch.Generator | None = None,
     fresh_noise: Sequence[Tensor] | None = None,
+    guidance_scale: Tensor | float | None = None,
 ) -> Tensor:
     r"""Generate samples from noise in `steps` network evaluations.
 
@@ -78,6 +80,10 @@ def sample(
         generator: random generator for the fresh noise of `"renoise"` (drawn on its device).
         fresh_noise: optional explicit fresh noises, `steps - 1` tensors of `noise`'s shape (makes
             `"renoise"` deterministic; `generator` is then unused).
+        guidance_scale: for a model trained with a range of guidance scales
+            ([`GuidanceConfig`][soflow_toolkit.GuidanceConfig]`(scale=(low, high))`): the scale
+            $\omega$ to sample with, a float or `(B,)` (one per sample), given to every evaluation as
+            the keyword `guidance_scale`; it costs no extra evaluation. None (default) passes nothing.
 
     Returns:
         Samples $\hat x_0$, `(B, *D)`, in `noise`'s dtype.
@@ -107,6 +113,7 @@ def sample(
     wrapper = unwrap_model(model)
     checks = ValueChecks(wrapper.check_inputs)
     checks.finite("noise", noise)
+    extra = _scale_keyword(guidance_scale, noise, checks)
     if fresh_noise is not None:
         if len(fresh_noise) != steps - 1:
             raise ValueError(f"fresh_noise must hold steps - 1 = {steps - 1} tensors; got {len(fresh_noise)}")
@@ -117,7 +124,7 @@ def sample(
     for i, t_i in enumerate(grid):
         last = i == steps - 1
         s_i = 0.0 if method == "renoise" or last else grid[i + 1]
-        x = model(x, t_i, s_i, cond, check_inputs=False)
+        x = model(x, t_i, s_i, cond, check_inputs=False, **extra)
         checks.finite(f"the model's output at sampling step {i + 1} of {steps} (t = {t_i:g})", x, output=True)
         if method == "chain" or last:
             continue
@@ -137,6 +144,7 @@ def euler_sample(
     *,
     steps: int = 100,
     cond: Any = None,
+    guidance_scale: Tensor | float | None = None,
 ) -> Tensor:
     r"""Integrate the velocity read-out from $t = 1$ to $0$ with Euler's method.
 
@@ -148,6 +156,8 @@ def euler_sample(
         noise: initial noise, `(B, *D)`.
         steps: number of Euler steps N >= 1.
         cond: condition.
+        guidance_scale: the guidance scale of a model trained with a range of scales, as for
+            [`sample`][soflow_toolkit.sample].
 
     Returns:
         Samples, `(B, *D)`.
@@ -170,11 +180,28 @@ def euler_sample(
     wrapper = unwrap_model(model)
     checks = ValueChecks(wrapper.check_inputs)
     checks.finite("noise", noise)
+    scale = _scale_keyword(guidance_scale, noise, checks).get("guidance_scale")
     x = noise
     for i, (t_i, t_next) in enumerate(itertools.pairwise(grid)):
         t = as_times(t_i, x)
         what = f"the backbone's output at Euler step {i + 1} of {steps} (t = {t_i:g})"
-        velocity = evaluate_velocity(model, wrapper.parametrization, x, x, t, cond, checks=checks, what=what)
+        velocity = evaluate_velocity(
+            model, wrapper.parametrization, x, x, t, cond, checks=checks, what=what, guidance_scale=scale
+        )
         x = (x + (t_next - t_i) * velocity).to(noise.dtype)
     checks.verify()
     return x
+
+
+def _scale_keyword(
+    guidance_scale: Tensor | float | None, noise: Tensor, checks: ValueChecks
+) -> dict[str, Tensor]:
+    """`{"guidance_scale": (B,) tensor}` for the network calls of a run, or `{}` without a scale.
+
+    Converted once, to a tensor, so that a compiled model sees the same input type at every scale.
+    """
+    if guidance_scale is None:
+        return {}
+    scale = as_scales(guidance_scale, noise)
+    checks.finite("guidance_scale", scale)
+    return {"guidance_scale": scale}

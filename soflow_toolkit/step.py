@@ -31,7 +31,7 @@ __all__ = ["SoFlowDraw", "SoFlowOutput"]
 
 @dataclass(frozen=True)
 class SoFlowDraw:
-    """The random inputs of one objective step; pass one explicitly to make a step deterministic.
+    r"""The random inputs of one objective step; pass one explicitly to make a step deterministic.
 
     Attributes:
         noise: `(B, *D)` Gaussian noise.
@@ -40,6 +40,8 @@ class SoFlowDraw:
         l: `(n_sc,)` consistency intermediate times.
         s: `(n_sc,)` consistency end times, with `s <= l < t`.
         drop_mask: `(B,)` bool, True = condition dropped, or None.
+        guidance_scale: `(B,)` guidance scales $\omega_i$ drawn from the config's range of scales
+            (the network is given them and the guided targets use them), or None for a fixed scale.
 
     Examples:
         >>> import torch
@@ -57,6 +59,7 @@ class SoFlowDraw:
     l: Tensor
     s: Tensor
     drop_mask: Tensor | None = None
+    guidance_scale: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,18 @@ class SoFlowOutput:
         return self.num_sc
 
 
-def check_draw(draw: SoFlowDraw, data: Tensor, num_fm: int, checks: ValueChecks) -> None:
-    """Check an explicit draw's shapes now; its noise, time ranges and order on `checks`."""
+def check_draw(
+    draw: SoFlowDraw,
+    data: Tensor,
+    num_fm: int,
+    checks: ValueChecks,
+    scale_range: tuple[float, float] | None = None,
+) -> None:
+    """Check an explicit draw's shapes now; its noise, time ranges and order (and scales) on `checks`.
+
+    `scale_range` is the config's range of guidance scales: the draw must have scales within it, and
+    none when the config has a fixed scale.
+    """
     num_sc = data.shape[0] - num_fm
     if draw.noise.shape != data.shape:
         raise ValueError(
@@ -148,6 +161,22 @@ def check_draw(draw: SoFlowDraw, data: Tensor, num_fm: int, checks: ValueChecks)
         checks.unit_interval(f"draw.{name}", getattr(draw, name))
     times = (draw.t, draw.l, draw.s)
     checks.ordered(("t", "l", "s"), times, (True, False), what="the consistency times of draw")
+    scales = draw.guidance_scale
+    if scale_range is None:
+        if scales is not None:
+            raise ValueError(
+                "draw.guidance_scale is set but the config has a fixed guidance scale: pass a draw "
+                "without it, or use GuidanceConfig(scale=(low, high))"
+            )
+        return
+    if not isinstance(scales, Tensor) or not scales.is_floating_point() or scales.shape != data.shape[:1]:
+        got = "None" if scales is None else f"{type(scales).__name__} {getattr(scales, 'shape', '')}"
+        raise ValueError(
+            f"the config draws a guidance scale per sample (range {scale_range}): draw.guidance_scale "
+            f"must be a floating tensor of shape ({data.shape[0]},); got {got}"
+        )
+    low, high = (torch.full_like(scales, bound) for bound in scale_range)
+    checks.ordered(("high", "guidance_scale", "low"), (high, scales, low), (False, False), what="draw")
 
 
 @dataclass(frozen=True)
@@ -168,6 +197,11 @@ class Step:
     drop_mask: Tensor | None
     guidance: GuidanceConfig | None  # set when the step is guided
     num_fm: int
+    scale: Tensor | None = None  # (B,): the guidance scale of every row, given to the network (a range)
+
+    def scales(self, rows: slice) -> Tensor | None:
+        """The guidance scales of `rows`, or None when the network is not given any."""
+        return None if self.scale is None else self.scale[rows]
 
     @property
     def sc(self) -> slice:
@@ -214,6 +248,8 @@ def prepare_step(
         x.to(device=data.device, dtype=dtype) for x in (draw.t_fm, draw.t, draw.l, draw.s)
     )
     t, s = torch.cat([t_fm, t_sc]), torch.cat([t_fm, s_sc])
+    scale = draw.guidance_scale
+    scale = None if scale is None else scale.to(device=data.device, dtype=dtype)
     x_t = wrapper.path.interpolate(data, draw.noise, t)
     v = wrapper.path.velocity(data, draw.noise, t)
     return Step(
@@ -231,6 +267,7 @@ def prepare_step(
         drop_mask=mask,
         guidance=guided,
         num_fm=t_fm.shape[0],
+        scale=scale,
     )
 
 
@@ -241,8 +278,10 @@ def _target_velocity(
     if step.guidance is None or guide is None:
         return step.v[rows]
     mask = None if step.drop_mask is None else step.drop_mask[rows]
-    v, t = step.v[rows], step.t[rows]
-    return guided_velocity(v, guide.uncond[rows], t, step.guidance, v_cond=v_cond, drop_mask=mask)
+    v, t, uncond = step.v[rows], step.t[rows], guide.uncond[rows]
+    return guided_velocity(
+        v, uncond, t, step.guidance, v_cond=v_cond, drop_mask=mask, scale=step.scales(rows)
+    )
 
 
 def flow_matching_part(

@@ -21,11 +21,29 @@ __all__ = ["SolutionFlowWrapper", "call_backbone", "unwrap_model"]
 # Shared with the losses, the objective and the samplers: `evaluate_backbone`, `evaluate_velocity`.
 
 
-def call_backbone(backbone: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: Any = None) -> Tensor:
-    """Call a backbone with the toolkit's convention and check its output shape.
+def as_scales(guidance_scale: Tensor | float, x: Tensor) -> Tensor:
+    """A guidance scale argument (a float, a 0-d or a `(B,)` floating tensor) as `(B,)` in the compute dtype."""
+    if isinstance(guidance_scale, Tensor) and not guidance_scale.is_floating_point():
+        raise TypeError(
+            f"guidance_scale must be a float or a floating-point (B,) tensor; got dtype {guidance_scale.dtype}"
+        )
+    return as_times(guidance_scale, x, "guidance_scale")
+
+
+def call_backbone(
+    backbone: nn.Module,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    cond: Any = None,
+    *,
+    guidance_scale: Tensor | None = None,
+) -> Tensor:
+    r"""Call a backbone with the toolkit's convention and check its output shape.
 
     `backbone(x, t, s)` when `cond` is None, `backbone(x, t, s, **cond)` for a dict, and
-    `backbone(x, t, s, cond)` for anything else.
+    `backbone(x, t, s, cond)` for anything else; with `guidance_scale`, also the keyword
+    `guidance_scale=` (a model trained with a range of guidance scales takes its scale this way).
 
     Args:
         backbone: the network $F_\theta$.
@@ -33,6 +51,7 @@ def call_backbone(backbone: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: An
         t: start times `(B,)`.
         s: target times `(B,)`.
         cond: the condition, or None.
+        guidance_scale: per-sample guidance scales $\omega$ `(B,)`, or None (not passed).
 
     Returns:
         $F_\theta(x, t, s, \text{cond})$, shape `(B, *D)`.
@@ -51,8 +70,14 @@ def call_backbone(backbone: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: An
         >>> call_backbone(Shift(), torch.zeros(2, 1), torch.ones(2), torch.zeros(2), torch.tensor([1.0, 2.0]))
         tensor([[1.],
                 [2.]])
+        >>> class Guided(nn.Module):  # a backbone that takes the guidance scale as a keyword
+        ...     def forward(self, x, t, s, *, guidance_scale):
+        ...         return x + guidance_scale[:, None]
+        >>> call_backbone(Guided(), torch.zeros(2, 1), torch.ones(2), torch.zeros(2), None, guidance_scale=torch.tensor([1.0, 3.0]))
+        tensor([[1.],
+                [3.]])
     """
-    out = call_with_condition(backbone, x, t, s, cond=cond)
+    out = call_with_condition(backbone, x, t, s, cond=cond, guidance_scale=guidance_scale)
     if not isinstance(out, Tensor):
         raise TypeError(
             f"the backbone must return a tensor of the input's shape; got {type(out).__name__} "
@@ -75,7 +100,9 @@ class SolutionFlowWrapper(nn.Module):
 
     The backbone is the module's only child. It is called as `backbone(x, t, s)`,
     `backbone(x, t, s, cond)` or `backbone(x, t, s, **cond)` (dict condition), with `t`, `s` of shape
-    `(B,)` in float32 (float64 for float64 data), and must return a tensor of `x`'s shape.
+    `(B,)` in float32 (float64 for float64 data), and must return a tensor of `x`'s shape. A model
+    trained with a range of guidance scales also gets the keyword `guidance_scale`, a `(B,)` tensor
+    (see [`GuidanceConfig`][soflow_toolkit.GuidanceConfig]).
 
     Args:
         backbone: the network $F_\theta$.
@@ -145,6 +172,7 @@ class SolutionFlowWrapper(nn.Module):
         *,
         output: Literal["solution", "backbone"] = "solution",
         check_inputs: bool | None = None,
+        guidance_scale: Tensor | float | None = None,
     ) -> Tensor:
         r"""Evaluate $f_\theta(x_t, t, s)$ (or the raw backbone output $F_\theta$).
 
@@ -160,6 +188,9 @@ class SolutionFlowWrapper(nn.Module):
                 `check_inputs`. The losses, the objective and the samplers pass False and check the
                 values of a whole step at once. A keyword argument, so it passes through DDP, FSDP
                 and `torch.compile`.
+            guidance_scale: the guidance scale $\omega$ of a model trained with a range of scales,
+                `(B,)` or a float (broadcast); passed to the backbone as the keyword `guidance_scale`,
+                a `(B,)` tensor. None (default) passes nothing.
 
         Returns:
             A tensor of shape `(B, *D)`.
@@ -178,7 +209,10 @@ class SolutionFlowWrapper(nn.Module):
         checks = ValueChecks(self.check_inputs if check_inputs is None else check_inputs)
         self._check_times(checks, t, s)
         checks.finite("x_t", x_t)
-        out = call_backbone(self.backbone, x_t, t, s, cond)
+        scale = None if guidance_scale is None else as_scales(guidance_scale, x_t)
+        if scale is not None:
+            checks.finite("guidance_scale", scale)
+        out = call_backbone(self.backbone, x_t, t, s, cond, guidance_scale=scale)
         checks.finite("the backbone's output", out, output=True)
         checks.verify()
         if output == "backbone":
@@ -186,7 +220,13 @@ class SolutionFlowWrapper(nn.Module):
         return self.parametrization.solution(x_t, out, t, s).to(x_t.dtype)
 
     def velocity(
-        self, x_t: Tensor, t: Tensor | float, cond: Any = None, *, check_inputs: bool | None = None
+        self,
+        x_t: Tensor,
+        t: Tensor | float,
+        cond: Any = None,
+        *,
+        check_inputs: bool | None = None,
+        guidance_scale: Tensor | float | None = None,
     ) -> Tensor:
         r"""The model's velocity $v_\theta(x_t, t) = \partial_s f_\theta(x_t, t, s)|_{s=t}$.
 
@@ -198,6 +238,7 @@ class SolutionFlowWrapper(nn.Module):
             t: times in [0, 1], `(B,)` or a float.
             cond: the condition.
             check_inputs: as for `forward`.
+            guidance_scale: as for `forward`.
 
         Returns:
             $v_\theta$, shape `(B, *D)`, in `x_t`'s dtype.
@@ -213,7 +254,15 @@ class SolutionFlowWrapper(nn.Module):
                     [1., 1., 1.]])
         """
         times = as_times(t, x_t, "t")
-        out = self(x_t, times, times, cond, output="backbone", check_inputs=check_inputs)
+        out = self(
+            x_t,
+            times,
+            times,
+            cond,
+            output="backbone",
+            check_inputs=check_inputs,
+            guidance_scale=guidance_scale,
+        )
         return self.parametrization.velocity(x_t, out, times).to(x_t.dtype)
 
     def extra_repr(self) -> str:
@@ -260,14 +309,24 @@ def unwrap_model(model: nn.Module) -> SolutionFlowWrapper:
 
 
 def evaluate_backbone(
-    model: nn.Module, x: Tensor, t: Tensor, s: Tensor, cond: Any, *, checks: ValueChecks, what: str
+    model: nn.Module,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    cond: Any,
+    *,
+    checks: ValueChecks,
+    what: str,
+    guidance_scale: Tensor | None = None,
 ) -> Tensor:
     """`model(x, t, s, cond, output="backbone")` without per-call checks; its output goes on `checks`.
 
     The losses, the objective and the samplers evaluate the network through this, so that the
-    values of a whole step are verified with one host synchronisation (`checks.verify()`).
+    values of a whole step are verified with one host synchronisation (`checks.verify()`). A
+    `guidance_scale` `(B,)` is passed on as the keyword of the same name (nothing is passed for None).
     """
-    out: Tensor = model(x, t, s, cond, output="backbone", check_inputs=False)
+    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
+    out: Tensor = model(x, t, s, cond, output="backbone", check_inputs=False, **extra)
     checks.finite(what, out, output=True)
     return out
 
@@ -282,9 +341,11 @@ def evaluate_velocity(
     *,
     checks: ValueChecks,
     what: str,
+    guidance_scale: Tensor | None = None,
 ) -> Tensor:
     """The velocity read-out $v_\\theta(x_t, t \\mid c)$ of one `evaluate_backbone` at $s = t$.
 
     `x_in` is `x_t` in the network's input dtype; the read-out is computed with `x_t`.
     """
-    return param.velocity(x_t, evaluate_backbone(model, x_in, t, t, cond, checks=checks, what=what), t)
+    out = evaluate_backbone(model, x_in, t, t, cond, checks=checks, what=what, guidance_scale=guidance_scale)
+    return param.velocity(x_t, out, t)

@@ -5,8 +5,10 @@ tests/test_fsdp.py (not collected by pytest itself):
         --mode ddp --device cpu --out RESULT_DIR
 
 Each rank trains a copy of the same model (same seed) on its own data (seed per rank) for a few steps,
-in two scenarios: a two-time MLP without guidance, and a class-conditional single-time network
-wrapped by SingleTimeAdapter with training-time guidance (three network passes per step). At every
+in three scenarios: a two-time MLP without guidance, a class-conditional single-time network
+wrapped by SingleTimeAdapter with training-time guidance (three network passes per step), and a
+class-conditional network that takes the guidance scale of each sample (keyword `guidance_scale`),
+trained with a range of scales. At every
 step it recomputes the loss and gradients on the same inputs with an unwrapped copy of the current
 parameters, gathers these local gradients from all ranks and compares their mean with the
 distributed (all-reduced / reduce-scattered) gradient. It also counts the backbone calls made with
@@ -76,13 +78,32 @@ class LabelTimeNet(nn.Module):
         return self.net(torch.cat([x, emb], dim=1))
 
 
+class ScaleNet(nn.Module):
+    """`F(x, t, s, labels, guidance_scale=w)`: the guidance scale of each sample is an input."""
+
+    def __init__(self, dim: int = 2, width: int = 32, num_classes: int = 3) -> None:
+        super().__init__()
+        self.label_embed = nn.Embedding(num_classes + 1, width)
+        self.scale_embed = nn.Linear(1, width)
+        self.inp = nn.Linear(dim + 2, width)
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(width, dim))
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, labels: Tensor, *, guidance_scale: Tensor) -> Tensor:
+        h = self.inp(torch.cat([x, t[:, None], s[:, None]], dim=1)) + self.label_embed(labels)
+        return self.out(h + self.scale_embed(guidance_scale[:, None]))
+
+
 NUM_CLASSES = 3
+SCENARIOS = ("plain", "guided", "scales")
 
 
 def build(scenario: str) -> tuple[SolutionFlowWrapper, SoFlowConfig]:
     torch.manual_seed(0)  # identical initial weights on every rank
     if scenario == "plain":
         return SolutionFlowWrapper(TwoTimeMLP()), SoFlowConfig().with_total_steps(10)
+    if scenario == "scales":
+        guidance = GuidanceConfig(scale=(1.0, 4.0), drop_rate=0.25, mix_ratio=0.5, decay_time=0.8)
+        return SolutionFlowWrapper(ScaleNet()), SoFlowConfig(guidance=guidance).with_total_steps(10)
     guidance = GuidanceConfig(scale=2.0, drop_rate=0.25, mix_ratio=0.5, decay_time=0.8)
     model = SolutionFlowWrapper(SingleTimeAdapter(LabelTimeNet(), time_embedding="time_embed"))
     return model, SoFlowConfig(guidance=guidance).with_total_steps(10)
@@ -159,7 +180,7 @@ def run_scenario(
     distributed = distribute(model, mode, device)
     optimizer = torch.optim.Adam(distributed.parameters(), lr=1e-2)
     objective, ref_objective = SoFlowLoss(config), SoFlowLoss(config)
-    conditional = scenario == "guided"
+    conditional = scenario in ("guided", "scales")
 
     counts = {"backbone_with_grad": 0, "distributed_with_grad": 0}
 
@@ -295,7 +316,7 @@ def main() -> None:
             record["rank"] = info.rank
             record["scenarios"] = {
                 scenario: run_scenario(scenario, args.mode, info.device, args.steps, args.fail_at_step)
-                for scenario in ("plain", "guided")
+                for scenario in SCENARIOS
             }
     finally:
         if "rank" in record:

@@ -488,7 +488,14 @@ def test_make_bench_quick_runs_every_benchmark_script_in_its_quick_mode() -> Non
     scripts = sorted(
         p.name for p in (ROOT / "benchmarks").glob("*.py") if 'if __name__ == "__main__":' in p.read_text()
     )
-    assert scripts == ["demo_budget.py", "digits.py", "step_cost.py", "toys.py"]
+    assert scripts == [
+        "demo_budget.py",
+        "digits.py",
+        "finetune.py",
+        "guidance_range.py",
+        "step_cost.py",
+        "toys.py",
+    ]
     for name in scripts:
         assert f"benchmarks/{name} --quick" in recipe, name
 

@@ -2,7 +2,9 @@
 
 `tests/dist_worker.py` trains `DistributedDataParallel(SolutionFlowWrapper(backbone))` for a few steps
 with each rank on its own data, without and with training-time guidance (the latter with a
-single-time backbone wrapped by `SingleTimeAdapter`), and recomputes each step's gradients without DDP.
+single-time backbone wrapped by `SingleTimeAdapter`) and with a range of guidance scales (the scale of
+each sample passed to the backbone as a keyword through DDP), and recomputes each step's gradients
+without DDP.
 The objective evaluates the network two or three times per step (one with gradient, the others under
 `no_grad`); DDP runs with its defaults (`broadcast_buffers=True`) and `find_unused_parameters=False`.
 
@@ -53,7 +55,7 @@ def check_results(results: list[dict], steps: int = STEPS) -> None:
     check_teardown(results)
     for rank, result in enumerate(results):
         by_scenario = result["scenarios"]
-        assert set(by_scenario) == {"plain", "guided"}
+        assert set(by_scenario) == {"plain", "guided", "scales"}
         for scenario, r in by_scenario.items():
             where = f"rank {rank}, {scenario}: {r}"
             # The distributed gradient is the mean of the per-rank gradients computed without wrapper.

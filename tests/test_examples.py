@@ -8,6 +8,7 @@ an overfit run, `.npz` sampling, and the CIFAR-10 UNet trained and resumed.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -1028,3 +1029,95 @@ def test_parity_report_json_is_what_the_script_measures():
         assert measured["max_abs_image_difference"] == pytest.approx(
             saved["max_abs_image_difference"], rel=0.5, abs=1e-7
         )
+
+
+# --- `train.py --init-fm`: a flow-matching checkpoint in SiT's layout (a tiny random one) ------------
+
+
+def tiny_sit_checkpoint(path: Path, *, learn_sigma: bool = True) -> dict[str, torch.Tensor]:
+    """A SiT `train.py` checkpoint of the T/4 shape (32x32x4 latents, 1000 classes + null), random weights.
+
+    Written in SiT's key layout (`x_embedder.proj`, `t_embedder.mlp.{0,2}`, `y_embedder.embedding_table`,
+    `blocks.i.adaLN_modulation.1`, `final_layer.*`), with learned sigma (twice the output channels).
+    """
+    from soflow_toolkit.sit import sit_key_map
+
+    torch.manual_seed(5)
+    dit = DiT(DiTConfig.from_size("T/4", input_size=32, in_channels=4, num_classes=1000))
+    with torch.no_grad():
+        for name, p in dit.named_parameters():
+            if name != "pos_embed":
+                p.normal_(0, 0.05)
+    ours = dit.state_dict()
+    state = {theirs: ours[mine].clone() for mine, theirs in sit_key_map(dit).items()}
+    if learn_sigma:
+        channels, patch = 4, 4
+        for leaf in ("weight", "bias"):
+            value = state[f"final_layer.linear.{leaf}"]
+            first = value.reshape(patch * patch, channels, -1)
+            both = torch.cat([first, torch.randn_like(first)], dim=1)  # (patch row, col, 2 * channels)
+            state[f"final_layer.linear.{leaf}"] = both.reshape(-1, *value.shape[1:])
+    args = argparse.Namespace(model="SiT-T/4", path_type="Linear", prediction="velocity")
+    torch.save({"model": state, "ema": state, "opt": {}, "args": args}, path)
+    return state
+
+
+@pytest.mark.slow
+def test_imagenet_init_fm_fine_tunes_a_sit_checkpoint(imagenet_latents, tmp_path):
+    """--init-fm: the run starts at the converted SiT weights (time and sign folded in, zero t - s
+    embedder), so its velocity is the pretrained one; it trains from there and resumes its own run."""
+    from soflow_toolkit.sit import from_sit_state_dict
+
+    train = load("imagenet", "train")
+    source = tmp_path / "0004000.pt"
+    state = tiny_sit_checkpoint(source)
+    latents = imagenet_latents / "latents"
+    frozen = tmp_path / "frozen"
+    train.main(train_args(latents, frozen, "--steps", 2, "--lr", 0, "--init-fm", source))
+    saved = ckpt(frozen, 2)
+    config = json.loads(saved["config"])
+    assert (config["model"], config["num_classes"], config["null_class"]) == ("T/4", 1000, True)
+    assert saved["objective"] == {"step": 2}
+    model = train.build_model(config)
+    expected = from_sit_state_dict(state, model.backbone)
+    for name, value in expected.items():
+        assert torch.equal(saved["model"][f"backbone.{name}"], value), name
+    model.load_state_dict(saved["model"])
+    # The velocity is SiT's, read in this toolkit's direction: v(x, t) = -SiT(x, 1 - t) (no gap input).
+    g = torch.Generator().manual_seed(0)
+    x, t, labels = (
+        torch.randn(3, 4, 32, 32, generator=g),
+        torch.rand(3, generator=g),
+        torch.tensor([0, 2, 999]),
+    )
+    unrotated = DiT(model.backbone.config)
+    plain = from_sit_state_dict(state, unrotated, reverse_time=False)
+    unrotated.load_state_dict(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.velocity(x, t, labels), -unrotated(x, 1 - t, 1 - t, labels), rtol=1e-4, atol=1e-5
+        )
+    tuned = tmp_path / "tuned"
+    train.main(train_args(latents, tuned, "--steps", 2, "--init-fm", source))
+    assert any(not torch.equal(v, saved["model"][k]) for k, v in ckpt(tuned, 2)["model"].items())
+    source.rename(tmp_path / "moved.pt")  # a restarted job resumes its own checkpoint
+    train.main(train_args(latents, tuned, "--steps", 3, "--init-fm", source))
+    assert ckpt(tuned, 3)["objective"] == {"step": 3}
+
+
+@pytest.mark.slow
+def test_imagenet_init_fm_errors(imagenet_latents, tmp_path):
+    train = load("imagenet", "train")
+    latents = imagenet_latents / "latents"
+    source = tmp_path / "sit.pt"
+    tiny_sit_checkpoint(source)
+    with pytest.raises(ValueError, match="--init-fm and --init-official are two starts"):
+        train.main(train_args(latents, tmp_path / "a", "--init-fm", source, "--init-official", tmp_path))
+    with pytest.raises(FileNotFoundError, match="no SiT checkpoint at"):
+        train.main(train_args(latents, tmp_path / "b", "--init-fm", tmp_path / "missing.pt"))
+    wide = tmp_path / "wide.pt"
+    state = torch.load(source, weights_only=False)["ema"]
+    state["x_embedder.proj.weight"] = torch.zeros(64, 4, 2, 2)
+    torch.save(state, wide)
+    with pytest.raises(ValueError, match=r"patch 2, width 64, depth 2: not one of DIT_SIZES"):
+        train.main(train_args(latents, tmp_path / "c", "--init-fm", wide))

@@ -22,6 +22,14 @@ builds the network, path and parametrization of the official checkpoint and fine
 (fresh optimizer, step 0); with `--continue-official` it continues the official run instead (raw weights,
 EMA, optimizer moments and step `finished_steps`, as the official train.py resumes). See
 `examples/common/official.py`.
+
+`--init-fm SOURCE` starts from a flow-matching model instead: a SiT checkpoint (SiT's `train.py`
+checkpoint, its EMA weights, or a bare state dict such as the released `SiT-XL-2-256x256.pt`) in SiT's /
+DiT's layout. `soflow_toolkit.sit` folds SiT's time direction (1 = data) and sign (velocity data - noise)
+into the weights and starts the t - s embedder at zero, so step 0 samples the pretrained flow (one
+Euler step per network evaluation) and SoFlow fine-tunes it into a one-step model (fresh optimizer,
+step 0). The size is read from the checkpoint's shapes (one of `DIT_SIZES`); the path stays the
+config's (`linear`, SiT's default; `"path": "trig"` for a SiT trained with `--path-type GVP`).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from data import LATENT_SCALE, LatentDataset, sample_latents
 
 from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
 from soflow_toolkit.models import DIT_SIZES, DiT
+from soflow_toolkit.sit import from_sit_state_dict, read_sit_checkpoint, sit_config
 
 HERE = Path(__file__).resolve().parent
 DEFAULTS: dict[str, Any] = {
@@ -75,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "init_official": None,  # an official checkpoint to start from (see --init-official)
     "official_step": None,
     "continue_official": False,
+    "init_fm": None,  # a SiT-layout flow-matching checkpoint to start from (see --init-fm)
 }
 GRID_CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]  # ImageNet classes shown in the sample grids
 RESUME_MUST_MATCH = ("model", "path", "parametrization", "num_classes", "global_batch", "seed", "hflip")
@@ -92,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", choices=sorted(DIT_SIZES))
     p.add_argument("--num-workers", type=int, help="data loading workers per rank")
     p.add_argument("--vae", help="VAE for the sample grids (Hub name or folder)")
+    p.add_argument(
+        "--init-fm",
+        metavar="SOURCE",
+        help="start from a flow-matching checkpoint in SiT's layout (SiT's train.py checkpoint or a state dict)",
+    )
     return p.parse_args(argv)
 
 
@@ -171,6 +186,42 @@ def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStar
     return OfficialStart(found, continue_run=bool(config["continue_official"]))
 
 
+def use_fm_network(config: dict[str, Any], info: DistInfo) -> dict[str, torch.Tensor] | None:
+    """With `--init-fm`: the SiT state dict to start from, after setting the config's size and classes
+    from its shapes (None when the run resumes its own checkpoints: the source is not read again)."""
+    if not config["init_fm"]:
+        return None
+    if config["init_official"]:
+        raise ValueError("--init-fm and --init-official are two starts: give one of them")
+    if resumed_network(config, NETWORK_KEYS):
+        if info.is_main:
+            print(f"{config['out']} has checkpoints: resuming them, not {config['init_fm']}", flush=True)
+        return None
+    state = read_sit_checkpoint(config["init_fm"])
+    read = sit_config(state, num_heads=1)  # the shapes (the heads are not stored: the size gives them)
+    patch, hidden, depth = read.patch_size, read.hidden_size, read.depth
+    sizes = [name for name, (p, h, d, _) in DIT_SIZES.items() if (p, h, d) == (patch, hidden, depth)]
+    if not sizes:
+        raise ValueError(
+            f"the flow-matching checkpoint has patch {patch}, width {hidden}, depth {depth}: not one of "
+            f"DIT_SIZES {list(DIT_SIZES)}"
+        )
+    cfg = sit_config(state, num_heads=DIT_SIZES[sizes[0]][3])
+    shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
+    if shape != list(config["latent_shape"]):
+        raise ValueError(
+            f"the flow-matching network takes latents {shape}, the data has {config['latent_shape']}"
+        )
+    if config["num_classes"] > cfg.num_classes:
+        raise ValueError(
+            f"the data has {config['num_classes']} classes, the flow-matching network {cfg.num_classes}"
+        )
+    config.update(model=sizes[0], num_classes=cfg.num_classes, null_class=cfg.null_class)
+    if info.is_main:
+        print(f"fine-tuning the flow-matching model {config['init_fm']} ({sizes[0]}) with SoFlow", flush=True)
+    return state
+
+
 def train(config: dict[str, Any], info: DistInfo) -> None:
     out, device = Path(config["out"]), info.device
     dataset = LatentDataset(config["data"])
@@ -182,6 +233,7 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
     config["vae"] = config["vae"] or dataset.info["vae"]
     if not config["init_official"] and (config["continue_official"] or config["official_step"] is not None):
         raise ValueError("--continue-official and --official-step go with --init-official SOURCE")
+    fm_state = use_fm_network(config, info)
     official = use_official_network(config, info)
     set_tf32(config["tf32"])
     if config["global_batch"] % info.world_size:
@@ -199,6 +251,8 @@ def train(config: dict[str, Any], info: DistInfo) -> None:
         if info.is_main:
             print(official.describe(config["steps"]), flush=True)
         official.init_weights(model)
+    if fm_state is not None:
+        model.backbone.load_state_dict(from_sit_state_dict(fm_state, model.backbone), strict=True)
     ema = EMA(model, decay=config["ema_decay"])
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"]

@@ -66,6 +66,7 @@ class DiTConfig:
     num_classes: int = 1000  # class labels 0 .. num_classes - 1
     null_class: bool = True  # one more label row, index num_classes: the null class (CFG)
     frequency_dim: int = 256  # sinusoidal features per timestep embedder
+    guidance_embed: bool = False  # an embedder of the guidance scale (a range of scales in training)
 
     def __post_init__(self) -> None:
         for name in ("input_size", "in_channels", "patch_size", "hidden_size", "depth", "num_heads"):
@@ -85,8 +86,9 @@ class DiTConfig:
             )
         if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
             raise ValueError(f"DiTConfig.mlp_ratio must be a positive number; got {self.mlp_ratio!r}")
-        if not isinstance(self.null_class, bool):
-            raise ValueError(f"DiTConfig.null_class must be a bool; got {self.null_class!r}")
+        for name in ("null_class", "guidance_embed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DiTConfig.{name} must be a bool; got {getattr(self, name)!r}")
 
     @classmethod
     def from_size(cls, size: str, **overrides: Any) -> DiTConfig:
@@ -234,7 +236,13 @@ class DiT(nn.Module):
     so the network outputs exactly 0 at initialisation ($f_\theta(x_t, t, s) = x_t$).
 
     Extra conditioning: [`condition`][soflow_toolkit.models.DiT.condition] builds $c$; an additional zero-initialised embedder added to
-    it (e.g. of a guidance scale) leaves the initial network unchanged.
+    it leaves the initial network unchanged. With `guidance_embed=True` (for training with a range of
+    guidance scales, [`GuidanceConfig`][soflow_toolkit.GuidanceConfig]`(scale=(low, high))`), the
+    network takes the keyword `guidance_scale` $\omega$ `(B,)` and adds $E_\omega(\omega)$, a timestep
+    embedder of the raw $\omega$ whose last layer starts at zero, so it starts as the same network for
+    every $\omega$. A state dict without `guidance_embed.*` (of a DiT without it, e.g. an official
+    checkpoint) loads into it with `strict=True`: the embedder is then reset to its zero output, and
+    the network computes exactly what the checkpoint's did, for every $\omega$.
 
     Args:
         config: a [`DiTConfig`][soflow_toolkit.models.DiTConfig]; see [`from_size`][soflow_toolkit.models.DiT.from_size] for the named sizes.
@@ -242,7 +250,7 @@ class DiT(nn.Module):
     Shapes:
         `x`: `(B, in_channels, input_size, input_size)`; `t`, `s`: `(B,)` times in [0, 1];
         `labels`: `(B,)` integers in `[0, num_classes]` (`num_classes` = null), or None for the null
-        class. Output: `x`'s shape and dtype.
+        class; `guidance_scale`: `(B,)` floats (only with `guidance_embed`). Output: `x`'s shape and dtype.
 
     Examples:
         >>> import torch
@@ -254,6 +262,11 @@ class DiT(nn.Module):
         torch.Size([2, 4, 8, 8])
         >>> torch.equal(net(x, torch.rand(2), torch.rand(2), labels), torch.zeros_like(x))  # adaLN-Zero
         True
+        >>> guided = DiT.from_size("T/4", input_size=8, num_classes=10, guidance_embed=True)
+        >>> _ = guided.load_state_dict(net.state_dict())  # a checkpoint without the embedder loads
+        >>> model = SolutionFlowWrapper(guided)
+        >>> model(x, 1.0, 0.0, labels, guidance_scale=2.5).shape
+        torch.Size([2, 4, 8, 8])
     """
 
     pos_embed: Tensor
@@ -274,7 +287,9 @@ class DiT(nn.Module):
             DiTBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
         self.final = FinalLayer(d, p, config.in_channels)
+        self.guidance_embed = TimestepEmbedder(d, config.frequency_dim) if config.guidance_embed else None
         self.reset_parameters()
+        self.register_load_state_dict_pre_hook(_fill_missing_guidance_embed)  # type: ignore[no-untyped-call]
 
     @classmethod
     def from_size(cls, size: str, **overrides: Any) -> DiT:
@@ -297,21 +312,30 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embed.fc1.weight, std=0.02)
         nn.init.normal_(self.t_embed.fc2.weight, std=0.02)
         blocks = cast("list[DiTBlock]", list(self.blocks))
-        for layer in (*(block.modulation for block in blocks), self.final.modulation, self.final.linear):
+        zeroed = [*(block.modulation for block in blocks), self.final.modulation, self.final.linear]
+        if self.guidance_embed is not None:
+            nn.init.normal_(self.guidance_embed.fc1.weight, std=0.02)
+            zeroed.append(self.guidance_embed.fc2)  # E_omega = 0: the same network for every scale
+        for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.pos_embed.copy_(grid_positions_2d(self.config.hidden_size, self.config.grid_size)[None])
 
-    def condition(self, t: Tensor, s: Tensor, labels: Tensor | None) -> Tensor:
-        r"""The conditioning vector $c = E_t(t) + E_s(t - s) + E_y(y)$, shape `(B, D)`.
+    def condition(
+        self, t: Tensor, s: Tensor, labels: Tensor | None, guidance_scale: Tensor | None = None
+    ) -> Tensor:
+        r"""The conditioning vector $c = E_t(t) + E_s(t - s) + E_y(y)\,[+\,E_\omega(\omega)]$, shape `(B, D)`.
 
         Args:
             t: `(B,)` start times.
             s: `(B,)` target times.
             labels: `(B,)` integer labels, or None for the null class.
+            guidance_scale: `(B,)` guidance scales $\omega$; required with `guidance_embed`, refused
+                without.
 
         Raises:
-            ValueError: for labels of the wrong shape, or None labels without a null class.
+            ValueError: for labels of the wrong shape, None labels without a null class, or a
+                guidance scale missing, not expected or not of shape `(B,)`.
             TypeError: for labels that are not an integer tensor.
         """
         if labels is None:
@@ -324,7 +348,20 @@ class DiT(nn.Module):
         elif labels.shape != t.shape:
             raise ValueError(f"labels must have shape {tuple(t.shape)}; got {tuple(labels.shape)}")
         c: Tensor = self.t_embed(t) + self.gap_embed(t - s) + self.label_embed(labels)
-        return c
+        if self.guidance_embed is None:
+            if guidance_scale is not None:
+                raise ValueError(
+                    "this DiT takes no guidance_scale: build it with DiTConfig(guidance_embed=True) to "
+                    "train with a range of guidance scales"
+                )
+            return c
+        if not isinstance(guidance_scale, Tensor) or guidance_scale.shape != t.shape:
+            got = tuple(guidance_scale.shape) if isinstance(guidance_scale, Tensor) else guidance_scale
+            raise ValueError(
+                f"this DiT has a guidance-scale embedder: pass guidance_scale= of shape {tuple(t.shape)}; got {got}"
+            )
+        scale_embedding: Tensor = self.guidance_embed(guidance_scale)
+        return c + scale_embedding
 
     def unpatchify(self, tokens: Tensor) -> Tensor:
         """Tokens `(B, N, p*p*C)` -> images `(B, C, H, W)` (each token fills its `p × p` patch)."""
@@ -332,7 +369,15 @@ class DiT(nn.Module):
         x = tokens.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
         return x.reshape(b, c, g * p, g * p)
 
-    def forward(self, x: Tensor, t: Tensor, s: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        s: Tensor,
+        labels: Tensor | None = None,
+        *,
+        guidance_scale: Tensor | None = None,
+    ) -> Tensor:
         """Evaluate $F_\\theta(x, t, s, y)$; see the class docstring for shapes.
 
         Raises:
@@ -348,7 +393,7 @@ class DiT(nn.Module):
         for name, value in (("t", t), ("s", s)):
             if value.shape != (x.shape[0],):
                 raise ValueError(f"{name} must have shape ({x.shape[0]},); got {tuple(value.shape)}")
-        c = self.condition(t, s, labels)
+        c = self.condition(t, s, labels, guidance_scale)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, D)
         for block in self.blocks:
             tokens = block(tokens, c)
@@ -359,5 +404,17 @@ class DiT(nn.Module):
         return (
             f"patch={cfg.patch_size}, hidden={cfg.hidden_size}, depth={cfg.depth}, heads={cfg.num_heads}, "
             f"input={cfg.in_channels}x{cfg.input_size}x{cfg.input_size}, classes={cfg.num_classes}"
-            f"{' + null' if cfg.null_class else ''}"
+            f"{' + null' if cfg.null_class else ''}{', guidance embed' if cfg.guidance_embed else ''}"
         )
+
+
+def _fill_missing_guidance_embed(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state-dict pre-hook: a state dict without `guidance_embed.*` resets the embedder to zero output."""
+    embedder = getattr(module, "guidance_embed", None)
+    if embedder is None or any(key.startswith(prefix + "guidance_embed.") for key in state_dict):
+        return
+    with torch.no_grad():
+        nn.init.zeros_(embedder.fc2.weight)
+        nn.init.zeros_(embedder.fc2.bias)
+    for key, value in embedder.state_dict().items():
+        state_dict[f"{prefix}guidance_embed.{key}"] = value.detach().clone()

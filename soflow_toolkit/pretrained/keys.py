@@ -108,7 +108,8 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
 
     Raises:
         TypeError: for another backbone.
-        ValueError: if the backbone has parameters the official network does not have.
+        ValueError: if the backbone has parameters the official network does not have (e.g. the
+            guidance-scale embedder of `DiTConfig(guidance_embed=True)`).
 
     Examples:
         >>> from soflow_toolkit.models import DiT
@@ -117,9 +118,17 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
         ('network.s_embedder.mlp.0.weight', 'network.blocks.1.adaLN_modulation.1.bias')
     """
     backbone = _backbone_of(model)
+    _refuse_guidance_embed(backbone)
+    return _key_map(backbone)
+
+
+def _key_map(backbone: DiT | UNet) -> dict[str, str]:
+    """`official_key_map` without the guidance-embedder check; `guidance_embed.*` keys are skipped."""
     out: dict[str, str] = {}
     unknown: list[str] = []
     for name in backbone.state_dict():
+        if name.startswith("guidance_embed.") and isinstance(backbone, DiT):
+            continue
         official = (
             _dit_official_name(name) if isinstance(backbone, DiT) else _unet_official_name(backbone, name)
         )
@@ -130,6 +139,15 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
     if unknown:
         raise ValueError(f"the official network has no counterpart for these parameters: {unknown[:8]}")
     return out
+
+
+def _refuse_guidance_embed(backbone: nn.Module) -> None:
+    if isinstance(backbone, DiT) and backbone.config.guidance_embed:
+        raise ValueError(
+            "this DiT has a guidance-scale embedder (DiTConfig(guidance_embed=True), for a range of "
+            "guidance scales), which the official network lacks: the official format holds only DiTs "
+            "built with guidance_embed=False"
+        )
 
 
 def _official_constants(backbone: DiT | UNet) -> dict[str, Tensor]:
@@ -177,7 +195,7 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
         True
     """
     backbone = _backbone_of(model)
-    key_map = official_key_map(backbone)
+    key_map = _key_map(backbone)  # a DiT with a guidance embedder takes the rest from its load hook
     state = backbone.state_dict()
     out = {key_map[name]: value.detach() for name, value in state.items()}
     out.update(_official_constants(backbone))
@@ -187,7 +205,9 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
 def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, Tensor]:
     """Convert an official state dict (of the `Soflow` module, keys `network.…`) to `model`'s names.
 
-    Every key and shape is checked: the result loads with `load_state_dict(strict=True)`.
+    Every key and shape is checked: the result loads with `load_state_dict(strict=True)`. A DiT with a
+    guidance-scale embedder (`DiTConfig(guidance_embed=True)`) receives the official weights and keeps
+    its embedder at zero output, so it starts as the official network for every scale.
 
     Args:
         state_dict: the `model` or `ema_model` entry of an official checkpoint.
@@ -221,7 +241,7 @@ def from_official_state_dict(state_dict: Mapping[str, Any], model: nn.Module) ->
         if not isinstance(value, Tensor):
             raise TypeError(f"{key!r} of the official state dict is a {type(value).__name__}, not a tensor")
     backbone = _backbone_of(model)
-    key_map = official_key_map(backbone)
+    key_map = _key_map(backbone)  # a DiT with a guidance embedder takes the rest from its load hook
     ours = backbone.state_dict()
     constants = _official_constants(backbone)
     missing = [k for k in (*key_map.values(), *constants) if k not in state_dict]

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..models import DIT_SIZES, DiT, DiTConfig, UNet, UNetConfig
 from ..wrapper import SolutionFlowWrapper, unwrap_model
+from .keys import _refuse_guidance_embed
 
 _DIT_TYPES = {"DiT-B-4": "B/4", "DiT-B-2": "B/2", "DiT-M-2": "M/2", "DiT-L-2": "L/2", "DiT-XL-2": "XL/2"}
 _DATASETS = {"Imagenet": (4, 1000), "CIFAR10": (3, 10)}  # dataset_type -> (channels, classes)
@@ -135,7 +136,7 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
     Raises:
         TypeError: if `model` is not such a wrapper.
         ValueError: for a network the official code cannot build (another size, channel or class
-            count, a custom path or parametrization).
+            count, a guidance-scale embedder, a custom path or parametrization).
 
     Examples:
         >>> import torch
@@ -157,6 +158,7 @@ def official_config(model: nn.Module, *, working_dir: str | os.PathLike[str] | N
         )
     out: dict[str, Any] = {}
     if isinstance(backbone, DiT):
+        _refuse_guidance_embed(backbone)
         cfg = backbone.config
         shape = (cfg.patch_size, cfg.hidden_size, cfg.depth, cfg.num_heads)
         names = {DIT_SIZES[size]: model_type for model_type, size in _DIT_TYPES.items()}
