@@ -30,7 +30,7 @@ from soflow_toolkit.models import (
     grid_positions_2d,
     sinusoidal_embedding,
 )
-from soflow_toolkit.models.dit import Attention, DiTBlock
+from soflow_toolkit.models.dit_blocks import Attention, DiTBlock
 from soflow_toolkit.models.unet_blocks import Resample
 
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "official_keys.json").read_text())["models"]

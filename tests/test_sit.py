@@ -36,7 +36,7 @@ from soflow_toolkit.sit import (
     sit_config,
     sit_key_map,
 )
-from soflow_toolkit.sit import _reversed_time_weight as reversed_time_weight
+from soflow_toolkit.sit.keys import _reversed_time_weight as reversed_time_weight
 
 CHANNELS, PATCH, HIDDEN, DEPTH, HEADS, CLASSES, SIZE, FREQ = 4, 2, 32, 2, 4, 10, 8, 256
 
