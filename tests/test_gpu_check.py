@@ -114,10 +114,11 @@ def test_a_failing_part_records_its_error_and_the_run_goes_on(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_a_part_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path) -> None:
-    # far more rounds than fit: the part is killed at the end of the budget, the run still finishes
+    # far more rounds than fit on any machine (--rounds caps them, --min-rounds forbids stopping early):
+    # the part is killed at the end of the budget, the run still finishes
     done, result, _ = run_script(
-        "--dry-run", "--parts", "steps", "--rows", "FM", "--min-rounds", "1000000", "--budget-min", "0.4",
-        "--out-dir", str(tmp_path),
+        "--dry-run", "--parts", "steps", "--rows", "FM", "--rounds", "1000000", "--min-rounds", "1000000",
+        "--budget-min", "0.4", "--out-dir", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 1
     part = result["parts"]["steps:B/4"]

@@ -195,7 +195,7 @@ def to_official_state_dict(model: nn.Module) -> dict[str, Tensor]:
         True
     """
     backbone = _backbone_of(model)
-    key_map = _key_map(backbone)  # a DiT with a guidance embedder takes the rest from its load hook
+    key_map = official_key_map(backbone)
     state = backbone.state_dict()
     out = {key_map[name]: value.detach() for name, value in state.items()}
     out.update(_official_constants(backbone))
