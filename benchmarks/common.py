@@ -21,6 +21,7 @@ The sampling-time guidance benchmark and any later one reuse these helpers.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import math
@@ -513,3 +514,23 @@ def write_markdown(path: Path, sections: Sequence[str]) -> None:
 
 def with_steps(budget: Budget, steps: int) -> Budget:
     return replace(budget, steps=steps)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, steps: int, search_help: str) -> None:
+    """The options every quality benchmark shares: workers, step-cost rounds, search size, budget, cache."""
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
+    parser.add_argument(
+        "--search-stages",
+        type=int,
+        default=None,
+        help="run only the first N stages of the search (the same N for every method)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps at equal steps ({steps})")
+    parser.add_argument("--search", choices=["reduced", "full"], default="reduced", help=search_help)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep every run's result here and skip runs already there (resume)",
+    )

@@ -47,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
     Budget,
     StagedSearch,
     Trainer,
+    add_run_arguments,
     equal_time_steps,
     markdown_table,
     pm,
@@ -436,26 +437,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parts = ["cost", "select", "report", "render"]
     parser.add_argument("--part", nargs="+", default=parts, choices=parts)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
-    parser.add_argument(
-        "--search-stages",
-        type=int,
-        default=None,
-        help="run only the first N stages of the search (the same N for every method)",
-    )
-    parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (400)")
-    parser.add_argument(
-        "--search",
-        choices=["reduced", "full"],
-        default="reduced",
-        help="8 settings per method (SEARCH_DIGITS_REDUCED, the committed tables) or 12 (SEARCH_DIGITS)",
-    )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="keep every run's result here and skip runs already there (resume)",
+    add_run_arguments(
+        parser,
+        steps=400,
+        search_help="8 settings per method (SEARCH_DIGITS_REDUCED; the committed tables ran its first stage) or 12 (SEARCH_DIGITS)",
     )
     return parser.parse_args(argv)
 

@@ -52,6 +52,7 @@ from benchmarks.common import (  # noqa: E402
     Budget,
     StagedSearch,
     Trainer,
+    add_run_arguments,
     equal_time_steps,
     markdown_table,
     mean_std,
@@ -383,26 +384,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--toys", nargs="+", default=None, choices=TOYS, help=f"default: {' '.join(REPORTED)}"
     )
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds of the step-cost measurement (30)")
-    parser.add_argument(
-        "--search-stages",
-        type=int,
-        default=None,
-        help="run only the first N stages of the search (the same N for every method)",
-    )
-    parser.add_argument("--steps", type=int, default=None, help="training steps at equal steps (600)")
-    parser.add_argument(
-        "--search",
-        choices=["reduced", "full"],
-        default="reduced",
-        help="8 settings per method (SEARCH_REDUCED, the committed tables) or 12 (SEARCH)",
-    )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="keep every run's result here and skip runs already there (resume)",
+    add_run_arguments(
+        parser,
+        steps=600,
+        search_help="8 settings per method (SEARCH_REDUCED; the committed tables ran its first stage) or 12 (SEARCH)",
     )
     return parser.parse_args(argv)
 
