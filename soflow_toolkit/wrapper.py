@@ -67,13 +67,14 @@ def call_backbone(
         >>> class Shift(nn.Module):
         ...     def forward(self, x, t, s, y):
         ...         return x + y[:, None]
-        >>> call_backbone(Shift(), torch.zeros(2, 1), torch.ones(2), torch.zeros(2), torch.tensor([1.0, 2.0]))
+        >>> x, t, s = torch.zeros(2, 1), torch.ones(2), torch.zeros(2)
+        >>> call_backbone(Shift(), x, t, s, torch.tensor([1.0, 2.0]))
         tensor([[1.],
                 [2.]])
         >>> class Guided(nn.Module):  # a backbone that takes the guidance scale as a keyword
         ...     def forward(self, x, t, s, *, guidance_scale):
         ...         return x + guidance_scale[:, None]
-        >>> call_backbone(Guided(), torch.zeros(2, 1), torch.ones(2), torch.zeros(2), None, guidance_scale=torch.tensor([1.0, 3.0]))
+        >>> call_backbone(Guided(), x, t, s, None, guidance_scale=torch.tensor([1.0, 3.0]))
         tensor([[1.],
                 [3.]])
     """

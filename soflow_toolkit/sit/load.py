@@ -113,12 +113,17 @@ def sit_config(
             `num_classes` that does not fit the label table, or shapes no DiT has.
 
     Examples:
-        >>> state = {"x_embedder.proj.weight": torch.zeros(1152, 4, 2, 2), "pos_embed": torch.zeros(1, 256, 1152),
-        ...          "t_embedder.mlp.0.weight": torch.zeros(1152, 256), "blocks.0.mlp.fc1.weight": torch.zeros(4608, 1152),
-        ...          "y_embedder.embedding_table.weight": torch.zeros(1001, 1152)}
+        >>> shapes = {
+        ...     "x_embedder.proj.weight": (1152, 4, 2, 2),
+        ...     "pos_embed": (1, 256, 1152),
+        ...     "t_embedder.mlp.0.weight": (1152, 256),
+        ...     "blocks.0.mlp.fc1.weight": (4608, 1152),
+        ...     "y_embedder.embedding_table.weight": (1001, 1152),
+        ... }
+        >>> state = {key: torch.zeros(shape) for key, shape in shapes.items()}
         >>> state.update({f"blocks.{i}.attn.qkv.weight": torch.zeros(1) for i in range(28)})
-        >>> config = sit_config(state)
-        >>> config.patch_size, config.hidden_size, config.depth, config.num_heads, config.input_size, config.num_classes
+        >>> c = sit_config(state)
+        >>> c.patch_size, c.hidden_size, c.depth, c.num_heads, c.input_size, c.num_classes
         (2, 1152, 28, 16, 32, 1000)
     """
     hidden, channels, patch, _ = _shape(state_dict, "x_embedder.proj.weight")

@@ -49,8 +49,9 @@ def timestep_embedding(t: Tensor, dim: int, *, max_period: float = 10_000.0, sca
 class MLPBackbone(nn.Module):
     r"""A small MLP backbone $F_\theta(x, t, s[, \text{labels}])$ for points and small flattened data.
 
-    $$h_1 = \mathrm{SiLU}\big(W_1\,[\mathrm{flatten}(x),\ \phi(t),\ \phi(t - s)] + b_1\,[+\,E_y(\text{label})]\big),
-      \quad h_{k+1} = \mathrm{SiLU}(W_{k+1} h_k + b_{k+1}),\quad F = W_{out} h_{\text{depth}} + b_{out},$$
+    $$h_1 = \mathrm{SiLU}\big(W_1\,[\mathrm{flatten}(x),\ \phi(t),\ \phi(t - s)] + b_1\,[+\,E_y(\text{label})]\big),$$
+
+    $$h_{k+1} = \mathrm{SiLU}(W_{k+1} h_k + b_{k+1}),\quad F = W_{out} h_{\text{depth}} + b_{out},$$
 
     reshaped to $x$'s shape, where $\phi$ is [`timestep_embedding`][soflow_toolkit.toy.timestep_embedding] (the second time input is the
     gap $t - s$, as in the official backbones, so $s = t$ is always the same input). With
