@@ -53,6 +53,7 @@ docs-serve: install  ## serve the documentation at http://127.0.0.1:8000
 bench-quick: install  ## every benchmark's smoke run (tiny budgets; results go to outputs/bench-quick)
 	$(PY) benchmarks/step_cost.py --quick --out-dir outputs/bench-quick
 	$(PY) benchmarks/toys.py --quick
+	$(PY) benchmarks/toys_long.py --quick
 	$(PY) benchmarks/digits.py --quick
 	$(PY) benchmarks/demo_budget.py --quick
 	$(PY) benchmarks/finetune.py --quick

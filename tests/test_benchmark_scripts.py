@@ -496,6 +496,7 @@ def test_make_bench_quick_runs_every_benchmark_script_in_its_quick_mode() -> Non
         "guidance_range.py",
         "step_cost.py",
         "toys.py",
+        "toys_long.py",
     ]
     for name in scripts:
         if name == "gpu_check.py":  # its CPU smoke run is --dry-run, a make target of its own (CI runs it)
@@ -512,3 +513,28 @@ def test_demo_budget_cells_are_checked() -> None:
     for bad in ("256,512", "256,0,10", "a,b,c"):
         with pytest.raises(ValueError, match="HIDDEN,BATCH,STEPS"):
             demo_budget.parse_cell(bad)
+
+
+def test_toys_long_runs_meanflow_at_equal_time_and_at_the_earlier_budget() -> None:
+    from benchmarks import toys_long
+    from benchmarks.common import START
+
+    selected = {**START["MeanFlow"], "time_scale": 1.0, "ema": 0.995}  # the earlier run's settings
+    selection = {
+        "searches": {
+            "checkerboard": {"SoFlow": {"best": START["SoFlow"]}, "MeanFlow": {"best": selected}},
+            "eight_gaussians": {"SoFlow": {"best": START["SoFlow"]}, "MeanFlow": {"best": START["MeanFlow"]}},
+        }
+    }
+    cost = {"costs": {"SoFlow": {"ratio": 1.0}, "MeanFlow": {"ratio": 2.0}}}
+    runs = toys_long.plan(toys_long.FULL, cost, selection)
+    steps = {(r["toy"], r["name"]): r["steps"] for r in runs}
+    assert steps[("checkerboard", "SoFlow, selected settings")] == 4000
+    assert steps[("checkerboard", "MeanFlow, selected, equal time")] == 2000
+    assert steps[("checkerboard", "MeanFlow, selected")] == toys_long.EARLIER_STEPS == 1850
+    # the earlier run's settings get a row of their own only where the selection differs from them
+    assert ("checkerboard", "MeanFlow, earlier run's settings") not in steps
+    earlier = next(r for r in runs if r["name"] == "MeanFlow, earlier run's settings")
+    assert earlier["toy"] == "eight_gaussians"
+    assert earlier["settings"]["time_scale"] == 1.0
+    assert earlier["settings"]["ema"] == 0.995

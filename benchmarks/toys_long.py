@@ -1,0 +1,240 @@
+"""SoFlow and MeanFlow on the toys at a longer budget, and MeanFlow at 1850 steps against its earlier figures.
+
+`toys.py` compares every method at 600 steps. This study trains the two methods longer with the
+settings that `toys.py` selected (`toys_selection.json`) and its measured per-step costs
+(`toys_cost.json`):
+
+- SoFlow for `--steps` steps (4000);
+- MeanFlow for the steps that cost the same time (4000 over MeanFlow's cost ratio to SoFlow);
+- MeanFlow for 1850 steps, the budget of an earlier MeanFlow run with time-embedding scale 1 and EMA
+  0.995 (no warm-up) that reached energy distance × 1000 of 9.5 on the checkerboard and 11.0 on the
+  eight Gaussians (2 seeds); the study checks MeanFlow against 10 and 12 (`TARGETS`);
+- MeanFlow for 1850 steps at that earlier run's settings (scale 1, EMA 0.995, the rest at MeanFlow's
+  start), where they differ from the selected ones.
+
+Every run uses the protocol of `toys.py` (same backbone, data, batch, Adam with cosine decay, EMA with
+warm-up, evaluation data and noise) on the reported seeds 0-2.
+
+Usage:
+
+    python benchmarks/toys_long.py                    # the committed table (about 15 CPU minutes)
+    python benchmarks/toys_long.py --part render      # rewrite toys_long.md from the JSON
+    python benchmarks/toys_long.py --quick            # CI smoke run (into outputs/bench-quick)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import toys  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    SAMPLERS,
+    START,
+    markdown_table,
+    pm,
+    run_tasks,
+    seed_ratios,
+    settings_text,
+    write_markdown,
+)
+
+EARLIER_STEPS = 1850
+EARLIER_SETTINGS = {"time_scale": 1.0, "ema": 0.995}
+"""The earlier MeanFlow run: its steps and the two settings it changed from MeanFlow's start."""
+TARGETS = {"checkerboard": 10.0, "eight_gaussians": 12.0}
+"""Energy distance × 1000 that MeanFlow at 1850 steps should reach on the mean over the seeds (the earlier
+run's figures, rounded up)."""
+FULL = {
+    "steps": 4000,
+    "seeds": (0, 1, 2),
+    "toys": toys.REPORTED,
+    "eval_points": 10_000,
+    "earlier": EARLIER_STEPS,
+}
+QUICK = {"steps": 30, "seeds": (0,), "toys": toys.REPORTED[:1], "eval_points": 1000, "earlier": 20}
+
+
+def plan(config: dict[str, Any], cost: dict[str, Any], selection: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs: one entry per (toy, name) with method, settings and steps."""
+    ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
+    equal_time = max(1, round(config["steps"] / ratio))
+    runs = []
+    for toy in config["toys"]:
+        chosen = selection["searches"][toy]
+        earlier = {**START["MeanFlow"], **EARLIER_SETTINGS}
+        entries = [
+            ("SoFlow", "SoFlow, selected settings", chosen["SoFlow"]["best"], config["steps"]),
+            ("MeanFlow", "MeanFlow, selected, equal time", chosen["MeanFlow"]["best"], equal_time),
+            ("MeanFlow", "MeanFlow, selected", chosen["MeanFlow"]["best"], config["earlier"]),
+        ]
+        if earlier != chosen["MeanFlow"]["best"]:
+            entries.append(("MeanFlow", "MeanFlow, earlier run's settings", earlier, config["earlier"]))
+        for method, name, settings, steps in entries:
+            runs.append({"toy": toy, "method": method, "name": name, "settings": settings, "steps": steps})
+    return runs
+
+
+def measure(
+    config: dict[str, Any],
+    runs: list[dict[str, Any]],
+    budget: Any,
+    jobs: int,
+    progress: Any,
+    cache: Path | None,
+) -> None:
+    tasks = []
+    for run in runs:
+        labels = tuple(SAMPLERS[run["method"]])
+        for seed in config["seeds"]:
+            tasks.append(
+                (
+                    run["toy"],
+                    run["method"],
+                    run["settings"],
+                    budget,
+                    run["steps"],
+                    seed,
+                    labels,
+                    config["eval_points"],
+                    False,
+                )
+            )
+    results = iter(run_tasks(toys.train_and_evaluate, tasks, jobs, progress, cache))
+    for run in runs:
+        run["seeds"] = []
+        for seed in config["seeds"]:
+            result = next(results)
+            run["seeds"].append({"seed": seed, "s_per_step": result["s_per_step"], **result["metrics"]})
+
+
+def values(run: dict[str, Any], label: str, key: str) -> list[float]:
+    return [float(s[label][key]) for s in run["seeds"]]
+
+
+def render(result: dict[str, Any], out: Path) -> str:
+    rows = []
+    for run in result["runs"]:
+        for label in SAMPLERS[run["method"]]:
+            target = TARGETS.get(run["toy"]) if run["steps"] == result["earlier_steps"] else None
+            energy = [1000 * v for v in values(run, label, "energy")]
+            verdict = ""
+            if target is not None and "1 NFE" in label:
+                met = sum(energy) / len(energy) <= target
+                verdict = f"{'met' if met else 'not met'} (mean ≤ {target:g})"
+            rows.append(
+                [
+                    run["toy"],
+                    run["name"],
+                    label.split()[-2] + " NFE",
+                    str(run["steps"]),
+                    pm(energy, 2),
+                    pm(values(run, label, "on_support"), 3),
+                    pm(values(run, label, "precision"), 3),
+                    pm(values(run, label, "recall"), 3),
+                    verdict,
+                ]
+            )
+    header = [
+        "toy",
+        "run",
+        "NFE",
+        "steps",
+        "ED × 1000",
+        "on the support",
+        "precision",
+        "recall",
+        "MeanFlow target",
+    ]
+    ratio_rows = []
+    for toy in result["toys"]:
+        by_name = {r["name"]: r for r in result["runs"] if r["toy"] == toy}
+        soflow = values(by_name["SoFlow, selected settings"], "SoFlow 1 NFE", "energy")
+        for name in ("MeanFlow, selected, equal time", "MeanFlow, selected"):
+            rival = by_name[name]
+            ratios = seed_ratios(soflow, values(rival, "MeanFlow 1 NFE", "energy"))
+            lead = "SoFlow leads" if max(ratios) < 1 else ("MeanFlow leads" if min(ratios) > 1 else "mixed")
+            ratio_rows.append([toy, f"{name} ({rival['steps']} steps)", pm(ratios, 2), lead])
+    settings_rows = [
+        [r["toy"], r["name"], settings_text(r["settings"])]
+        for r in result["runs"]
+        if r["name"] != "MeanFlow, selected"
+    ]
+    sections = [
+        f"Command: `{result['command']}` (torch {result['torch']}, one torch thread per worker process, "
+        f"{result['eval_points']} evaluation points per sample, seeds {', '.join(map(str, result['seeds']))}). "
+        f"Protocol of `toys.py` (hidden {result['budget']['hidden']}, depth {result['budget']['depth']}, batch "
+        f"{result['budget']['batch']}, Adam with cosine decay, EMA with warm-up). MeanFlow's cost per step is "
+        f"{result['meanflow_cost_ratio']:.2f}× SoFlow's (`toys_cost.json`), so {result['steps']} SoFlow steps cost "
+        f"the time of {result['equal_time_steps']} MeanFlow steps.",
+        "**SoFlow 1 NFE over MeanFlow 1 NFE**, energy distance per seed (shared evaluation data and noise), "
+        f"SoFlow at {result['steps']} steps:\n\n"
+        + markdown_table(["toy", "MeanFlow run", "ratio", "verdict"], ratio_rows),
+        "**Every run** (mean ± std over the seeds; the MeanFlow target applies to the 1-NFE rows at "
+        f"{result['earlier_steps']} steps):\n\n" + markdown_table(header, rows),
+        "**Settings**:\n\n" + markdown_table(["toy", "run", "settings"], settings_rows),
+    ]
+    write_markdown(out / "toys_long.md", sections)
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny budget, one toy, one seed")
+    parser.add_argument("--part", nargs="+", default=["measure", "render"], choices=["measure", "render"])
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--steps", type=int, default=None, help="SoFlow's training steps (4000)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each")
+    parser.add_argument("--cache", type=Path, default=None, help="keep every run's result here (resume)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config = QUICK if args.quick else FULL
+    if args.steps:
+        config = {**config, "steps": args.steps}
+    out = args.out or (ROOT / "outputs" / "bench-quick" if args.quick else ROOT / "benchmarks" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "toys_long.json"
+    if "measure" in args.part:
+        cost = json.loads((out / "toys_cost.json").read_text())
+        selection = json.loads((out / "toys_selection.json").read_text())
+        budget = toys.QUICK["budget"] if args.quick else replace(toys.FULL["budget"])
+        runs = plan(config, cost, selection)
+        with tqdm(total=len(runs) * len(config["seeds"]), unit="run", dynamic_ncols=True) as progress:
+            measure(config, runs, budget, args.jobs, progress, args.cache)
+        ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
+        command = " ".join(["python benchmarks/toys_long.py", *(sys.argv[1:] if argv is None else argv)])
+        result = {
+            "command": command,
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "budget": asdict(budget),
+            "steps": config["steps"],
+            "earlier_steps": config["earlier"],
+            "equal_time_steps": max(1, round(config["steps"] / ratio)),
+            "meanflow_cost_ratio": ratio,
+            "targets": TARGETS,
+            "seeds": list(config["seeds"]),
+            "toys": list(config["toys"]),
+            "eval_points": config["eval_points"],
+            "runs": runs,
+        }
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    if "render" in args.part:
+        print(render(json.loads(path.read_text()), out))
+
+
+if __name__ == "__main__":
+    main()
