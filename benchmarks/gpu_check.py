@@ -100,6 +100,7 @@ from torch import Tensor, nn  # noqa: E402
 from benchmarks import step_cost  # noqa: E402
 from benchmarks.baselines import math_attention, meanflow_loss, meanflow_loss_jvp_grad  # noqa: E402
 from benchmarks.models import count_parameters  # noqa: E402
+from examples.common import sd_vae  # noqa: E402  (plain data: no imports)
 from soflow_toolkit import SoFlowLoss, SolutionFlowWrapper, sample  # noqa: E402
 from soflow_toolkit.fid.conventions import to_uint8  # noqa: E402
 from soflow_toolkit.models import DiT, DiTConfig  # noqa: E402
@@ -136,25 +137,14 @@ DRY_COMPILE_ROWS = {
 SAMPLING_VARIANTS = ("1 NFE", "2 NFE", "1 NFE + VAE decode", "2 NFE + VAE decode")
 BLOCKS = 3  # the ratio's range: over this many consecutive blocks of rounds
 
-# The SD-VAE (stabilityai/sd-vae-ft-mse) configuration: diffusers' AutoencoderKL defaults with these.
-SD_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 256,
-}
+SD_VAE_CONFIG: dict[str, Any] = dict(sd_vae.SD_VAE_CONFIG)  # the architecture of stabilityai/sd-vae-ft-mse
 TINY_VAE_CONFIG: dict[str, Any] = {
     **SD_VAE_CONFIG,
     "block_out_channels": [8, 8, 8, 8],
     "layers_per_block": 1,
     "norm_num_groups": 4,
 }
-VAE_SCALE = 0.18215  # the SD-VAE's latent scaling factor
+VAE_SCALE = sd_vae.SD_VAE_SCALE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,38 +66,14 @@ def official_case_config(model_type: str) -> dict[str, Any]:
 
 
 def backbone_from_official_kwargs(case: dict[str, Any]) -> nn.Module:
-    kw = case["kwargs"]
-    if case["kind"] == "dit":
-        return DiT(
-            DiTConfig(
-                input_size=kw["input_size"],
-                in_channels=kw["in_channels"],
-                patch_size=kw["patch_size"],
-                hidden_size=kw["hidden_size"],
-                depth=kw["depth"],
-                num_heads=kw["num_heads"],
-                mlp_ratio=float(kw["mlp_ratio"]),
-                num_classes=kw["num_classes"],
-                null_class=kw["class_dropout_prob"] > 0,
-            )
-        )
-    assert kw["embedding_type"] == "positional"
-    assert (kw["encoder_type"], kw["decoder_type"], kw["label_dim"]) == ("standard", "standard", 0)
-    return UNet(
-        UNetConfig(
-            image_size=kw["img_resolution"],
-            in_channels=kw["in_channels"],
-            model_channels=kw["model_channels"],
-            channel_mult=tuple(kw["channel_mult"]),
-            channel_mult_emb=kw["channel_mult_emb"],
-            channel_mult_noise=kw["channel_mult_noise"],
-            num_blocks=kw["num_blocks"],
-            attn_resolutions=tuple(kw["attn_resolutions"]),
-            dropout=kw["dropout"],
-            resample_filter=tuple(kw["resample_filter"]),
-            augment_dim=kw["augment_dim"],
-        )
-    )
+    """The toolkit's network for a case of the official networks' constructor arguments (the builder
+    that `examples/common/parity_report.py` uses for the committed parity report)."""
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    from common.parity_report import backbone
+
+    return backbone(case)
 
 
 @pytest.mark.parametrize("case", VECTORS, ids=[case["name"] for case in VECTORS])

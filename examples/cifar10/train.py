@@ -45,9 +45,7 @@ from common.metrics import LossMeter, MetricLog
 from common.official import (
     OfficialStart,
     check_backbone,
-    locate,
-    official_network,
-    resumed_network,
+    official_start,
     unet_overrides,
 )
 from common.sampler import ResumableSampler
@@ -118,16 +116,11 @@ def save_grids(
 def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStart | None:
     """With `--init-official`: take the network from the official checkpoint (or from the run's own
     config.json when the run resumes its own checkpoints); the official start, if the run starts now."""
-    if not config["init_official"]:
-        return None
-    if resumed_network(config, NETWORK_KEYS):
-        if info.is_main:
-            print(
-                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
-            )
-        return None
-    found = locate(config["init_official"], config["official_step"], info)
-    net = official_network(found)
+    return official_start(config, info, NETWORK_KEYS, describe_official_unet)
+
+
+def describe_official_unet(net: SolutionFlowWrapper) -> dict[str, Any]:
+    """Check that the official network is a UNet for CIFAR-10's images; the config entries recording it."""
     check_backbone(net.backbone, UNet, "examples/cifar10", "use examples/imagenet for the DiT")
     cfg = net.backbone.config
     if (cfg.in_channels, cfg.image_size) != (3, 32):
@@ -135,8 +128,7 @@ def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStar
             f"the official UNet takes {cfg.in_channels} x {cfg.image_size} x {cfg.image_size} images; "
             "CIFAR-10 has 3 x 32 x 32"
         )
-    config.update(unet=unet_overrides(cfg), path=net.path.name, parametrization=net.parametrization.name)
-    return OfficialStart(found, continue_run=bool(config["continue_official"]))
+    return {"unet": unet_overrides(cfg), "path": net.path.name, "parametrization": net.parametrization.name}
 
 
 def augment_batch(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.sd_vae import SD_VAE_CONFIG
 from soflow_toolkit import SoFlowConfig, SoFlowLoss, SolutionFlowWrapper
 from soflow_toolkit.models import DiT, UNet
 
@@ -43,17 +47,6 @@ FID_SAMPLES = 50_000
 # sizes 240 epochs (1.2M steps at batch 256), as the official readme states.
 DIT_RUNS = {"B/4": 400_000, "B/2": 1_200_000, "M/2": 1_200_000, "L/2": 1_200_000, "XL/2": 1_200_000}
 CIFAR_STEPS = 800_000
-SD_VAE = {  # the architecture of stabilityai/sd-vae-ft-mse
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 256,
-}
 
 
 def count(fn: Callable[[], Any]) -> int:
@@ -86,7 +79,7 @@ def vae_flops() -> dict[str, float]:
     from diffusers import AutoencoderKL
 
     with torch.device("meta"):
-        vae = AutoencoderKL(**SD_VAE).eval()
+        vae = AutoencoderKL(**SD_VAE_CONFIG).eval()
         images, latents = torch.randn(2, 3, 256, 256), torch.randn(2, 4, 32, 32)
     with torch.no_grad():
         encode = count(lambda: vae.encode(images)) / 2

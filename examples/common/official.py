@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "load_located",
     "locate",
     "official_network",
+    "official_start",
     "optimizer_state_from_official",
     "resumed_network",
     "unet_overrides",
@@ -110,6 +112,32 @@ def resumed_network(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
     saved = json.loads(saved_path.read_text())
     config.update({key: saved[key] for key in keys if key in saved})
     return True
+
+
+def official_start(
+    config: dict[str, Any],
+    info: DistInfo,
+    keys: tuple[str, ...],
+    describe: Callable[[SolutionFlowWrapper], dict[str, Any]],
+) -> OfficialStart | None:
+    """What `--init-official` starts from, shared by the examples' `train.py`.
+
+    None without `--init-official`, or when the run in `config["out"]` resumes its own checkpoints
+    (then `keys` come from its config.json, see `resumed_network`). Otherwise the checkpoint is located
+    (`locate`), its network built, and `describe(network)` (the example's checks of the network
+    against its data; it returns the config entries that record the network) updates `config`.
+    """
+    if not config["init_official"]:
+        return None
+    if resumed_network(config, keys):
+        if info.is_main:
+            print(
+                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
+            )
+        return None
+    found = locate(config["init_official"], config["official_step"], info)
+    config.update(describe(official_network(found)))
+    return OfficialStart(found, continue_run=bool(config["continue_official"]))
 
 
 def _load_payload(path: Path) -> dict[str, Any]:

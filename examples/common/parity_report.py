@@ -41,6 +41,7 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
 
 
 def backbone(case: dict[str, Any]) -> DiT | UNet:
+    """The toolkit's DiT or UNet for the constructor arguments of an official network (`case["kwargs"]`)."""
     kw = case["kwargs"]
     if case["kind"] == "dit":
         return DiT(
@@ -56,6 +57,15 @@ def backbone(case: dict[str, Any]) -> DiT | UNet:
                 null_class=kw["class_dropout_prob"] > 0,
             )
         )
+    unsupported = {
+        "embedding_type": (kw["embedding_type"], "positional"),
+        "encoder_type": (kw["encoder_type"], "standard"),
+        "decoder_type": (kw["decoder_type"], "standard"),
+        "label_dim": (kw["label_dim"], 0),
+    }
+    for name, (value, expected) in unsupported.items():
+        if value != expected:
+            raise ValueError(f"the official UNet's {name}={value!r} is not supported (only {expected!r})")
     return UNet(
         UNetConfig(
             image_size=kw["img_resolution"],

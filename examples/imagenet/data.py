@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from common.sd_vae import SD_VAE_SCALE
 from PIL import Image
 from torch import Tensor
 
-LATENT_SCALE = 0.18215
+LATENT_SCALE = SD_VAE_SCALE
 """Scale of SD-VAE latents (Stable Diffusion's `scaling_factor`), as in the official code."""
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

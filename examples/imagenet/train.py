@@ -50,7 +50,7 @@ from common.config import run_config, set_tf32, soflow_config, training_parser
 from common.distributed import DistInfo, data_parallel, distributed_context
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
-from common.official import OfficialStart, check_backbone, dit_size, locate, official_network, resumed_network
+from common.official import OfficialStart, check_backbone, dit_size, official_start, resumed_network
 from common.sampler import ResumableSampler
 from data import LATENT_SCALE, LatentDataset, sample_latents
 
@@ -155,16 +155,11 @@ def build_model(config: dict[str, Any]) -> SolutionFlowWrapper:
 def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStart | None:
     """With `--init-official`: take the network from the official checkpoint (or from the run's own
     config.json when the run resumes its own checkpoints); the official start, if the run starts now."""
-    if not config["init_official"]:
-        return None
-    if resumed_network(config, NETWORK_KEYS):
-        if info.is_main:
-            print(
-                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
-            )
-        return None
-    found = locate(config["init_official"], config["official_step"], info)
-    net = official_network(found)
+    return official_start(config, info, NETWORK_KEYS, lambda net: describe_official_dit(net, config))
+
+
+def describe_official_dit(net: SolutionFlowWrapper, config: dict[str, Any]) -> dict[str, Any]:
+    """Check the official DiT against the run's latents and classes; the config entries recording it."""
     check_backbone(net.backbone, DiT, "examples/imagenet", "use examples/cifar10 for the UNet")
     cfg = net.backbone.config
     official_shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
@@ -176,14 +171,13 @@ def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStar
         raise ValueError(
             f"the data has {config['num_classes']} classes, the official network {cfg.num_classes}"
         )
-    config.update(
-        model=dit_size(net.backbone),
-        path=net.path.name,
-        parametrization=net.parametrization.name,
-        num_classes=cfg.num_classes,
-        null_class=cfg.null_class,
-    )
-    return OfficialStart(found, continue_run=bool(config["continue_official"]))
+    return {
+        "model": dit_size(net.backbone),
+        "path": net.path.name,
+        "parametrization": net.parametrization.name,
+        "num_classes": cfg.num_classes,
+        "null_class": cfg.null_class,
+    }
 
 
 def use_fm_network(config: dict[str, Any], info: DistInfo) -> dict[str, torch.Tensor] | None:

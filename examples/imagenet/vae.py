@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from common.sd_vae import SD_VAE_CONFIG
 from torch import Tensor
 
 TINY_VAE = "tiny-random"
@@ -21,15 +22,10 @@ DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"
 def tiny_vae_config() -> dict[str, Any]:
     """An `AutoencoderKL` config with SD-VAE's shapes (4 channels, 8x downsampling) and ~60k weights."""
     return {
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        **SD_VAE_CONFIG,
         "block_out_channels": [8, 8, 16, 16],
         "layers_per_block": 1,
-        "latent_channels": 4,
         "norm_num_groups": 4,
-        "sample_size": 256,
     }
 
 
