@@ -188,3 +188,14 @@ __all__ = [
     "values",
 ]
 _ = (mean_std, pm)
+
+
+def commands_text(parts: dict[str, dict[str, Any]]) -> str:
+    """The commands that wrote each part's result file, each once, with the parts it wrote.
+
+    `parts` maps a part's name (e.g. "step costs") to its result, which holds the `command`.
+    """
+    by_command: dict[str, list[str]] = {}
+    for name, result in parts.items():
+        by_command.setdefault(result["command"], []).append(name)
+    return "; ".join(f"`{command}` ({', '.join(names)})" for command, names in by_command.items())

@@ -9,6 +9,7 @@ search, and how figures become verdicts, including the degenerate cases a tiny o
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -395,13 +396,13 @@ def test_selection_uses_seed_100_and_the_report_seeds_0_to_2_with_the_selected_s
     cost = {"equal_time_steps": {"FM": 13, "SoFlow": 10, "MeanFlow": 6, "Shortcut": 11}}
 
     selection = toys.part_select(config, cost, 1, _Progress(), None)
-    assert {c["seed"] for c in calls} == {100}
+    assert {c["seed"] for c in calls} == {100, 101}  # two selection seeds, neither reported
     assert all(c["steps"] == cost["equal_time_steps"][c["method"]] for c in calls)  # search at equal time
     assert all(c["labels"] == (common.SELECTION_SAMPLER[c["method"]],) for c in calls)
     for m in common.METHODS:
         best = selection["searches"]["checkerboard"][m]["best"]
         assert best["lr"] == 1e-3  # the lowest score wins
-        assert report.search_size(selection)[f"checkerboard/{m}"] == 8
+        assert report.search_size(selection)[f"checkerboard/{m}"] == 12  # the default: SEARCH
 
     calls.clear()
     result, figure = toys.part_report(config, cost, selection, 1, _Progress(), None)
@@ -527,9 +528,9 @@ def test_toys_long_runs_meanflow_at_equal_time_and_at_the_earlier_budget() -> No
         }
     }
     cost = {"costs": {"SoFlow": {"ratio": 1.0}, "MeanFlow": {"ratio": 2.0}}}
-    runs = toys_long.plan(toys_long.FULL, cost, selection)
+    runs = toys_long.plan(toys_long.FULL, cost, selection["searches"])
     steps = {(r["toy"], r["name"]): r["steps"] for r in runs}
-    assert steps[("checkerboard", "SoFlow, selected settings")] == 4000
+    assert steps[("checkerboard", "SoFlow, selected")] == 4000
     assert steps[("checkerboard", "MeanFlow, selected, equal time")] == 2000
     assert steps[("checkerboard", "MeanFlow, selected")] == toys_long.EARLIER_STEPS == 1850
     # the earlier run's settings get a row of their own only where the selection differs from them
@@ -538,3 +539,71 @@ def test_toys_long_runs_meanflow_at_equal_time_and_at_the_earlier_budget() -> No
     assert earlier["toy"] == "eight_gaussians"
     assert earlier["settings"]["time_scale"] == 1.0
     assert earlier["settings"]["ema"] == 0.995
+
+
+def test_demo_budget_table_gives_each_cell_its_seeds_mean_and_lowest_seed(tmp_path: Path) -> None:
+    from benchmarks import demo_budget
+
+    def run(seed: int, on_support: float) -> dict[str, Any]:
+        return {
+            "kind": "soflow",
+            "hidden": 128,
+            "batch": 512,
+            "steps": 6000,
+            "seed": seed,
+            "on_support": on_support,
+            "modes_covered": 1.0,
+            "energy": 0.004,
+            "cpu_s": 70.0,
+            "wall_s": 71.0,
+        }
+
+    result = {
+        "commands": ["python benchmarks/demo_budget.py --cells 128,512,6000 --seeds 0 1 2"],
+        "torch": "x",
+        "demo_default": [128, 512, 6000],
+        "eval_points": 10,
+        "load_averages": [[0.1, 0.2]],
+        "runs": [run(0, 0.92), run(1, 0.90), run(2, 0.94)],
+    }
+    table = demo_budget.render(result, tmp_path)
+    row = "| SoFlow 1 NFE (demo default) | 128 | 512 | 6000 | 0, 1, 2 | 92.0 ± 2.0 % | 90.0 % |"
+    assert row in table
+    assert (tmp_path / "demo_budget.md").read_text().startswith("Commands:")
+
+
+def test_demo_budget_append_adds_runs_and_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import demo_budget
+
+    def fake(kind: str, hidden: int, batch: int, steps: int, seed: int, eval_points: int) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "hidden": hidden,
+            "batch": batch,
+            "steps": steps,
+            "seed": seed,
+            "on_support": 0.9,
+            "modes_covered": 1.0,
+            "energy": 0.0,
+            "cpu_s": 1.0,
+            "wall_s": 1.0,
+        }
+
+    monkeypatch.setattr(demo_budget, "run", fake)
+    out = ["--out", str(tmp_path), "--no-reference", "--part", "measure"]
+    demo_budget.main(["--cells", "16,32,10", *out])
+    demo_budget.main(["--cells", "16,32,10", "--seeds", "1", "2", "--append", *out])
+    result = json.loads((tmp_path / "demo_budget.json").read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1, 2]
+    assert len(result["commands"]) == len(result["load_averages"]) == 2
+    demo_budget.main(["--cells", "16,32,10", *out])  # without --append the file starts over
+    assert len(json.loads((tmp_path / "demo_budget.json").read_text())["runs"]) == 1
+
+
+def test_commands_text_names_each_command_once_with_the_parts_it_wrote() -> None:
+    from benchmarks import report
+
+    text = report.commands_text(
+        {"step costs": {"command": "a"}, "search": {"command": "b"}, "reported runs": {"command": "b"}}
+    )
+    assert text == "`a` (step costs); `b` (search, reported runs)"
