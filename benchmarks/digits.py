@@ -10,8 +10,8 @@ features. The search (`SEARCH_DIGITS`, 12 settings per method with the guidance 
 stage; `--search reduced`: the 8 of `SEARCH_DIGITS_REDUCED`) runs on seeds 100 and 101 and is scored by the Fréchet
 distance of the one-step sample (flow matching: of its 100-step sample); the tables report seeds 0-2,
 at equal steps and at equal time. The default budget is 400 steps, batch 128, width 128: the committed
-tables, which took about 6 minutes of wall time on an idle 2-core machine (`--jobs 2`); `--steps` runs a
-longer budget.
+tables, which take about 11 minutes of wall time from scratch on an idle 2-core machine (`--jobs 2`);
+`--steps` runs a longer budget.
 
 Usage (parts as in `benchmarks/toys.py`: cost, select, report, render):
 

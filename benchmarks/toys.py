@@ -6,8 +6,8 @@ EMA and the learning rate are tuned for every method, with its own knobs, by the
 12 settings per method and toy (`common.SEARCH`; `--search reduced`: the 8 of `common.SEARCH_REDUCED`),
 on seeds 100 and 101; the table reports seeds 0-2 with the selected settings, at equal steps and at equal
 wall-clock time. The default budget is 600 steps, batch 256, width 128: the committed tables, which
-took about 13 minutes of wall time on an idle 2-core machine (`--jobs 2`); `--steps` runs a longer
-budget.
+take about 25 minutes of wall time from scratch on an idle 2-core machine (`--jobs 2`); `--steps` runs
+a longer budget.
 
 Parts (`--part`, default all, in this order; each reads what the previous ones wrote):
 

@@ -2,7 +2,8 @@
 
 `toys.py` compares every method at 600 steps. This study trains the two methods longer with the
 settings that `toys.py` selected (`toys_selection.json`) and its measured per-step costs
-(`toys_cost.json`):
+(`toys_cost.json`), after searching the learning rate again at this budget for both methods
+(`LR_STAGE`, scored on seeds 100 and 101: the best rate depends on the run's length):
 
 - SoFlow for `--steps` steps (4000);
 - MeanFlow for the steps that cost the same time (4000 over MeanFlow's cost ratio to SoFlow);
@@ -17,7 +18,7 @@ warm-up, evaluation data and noise) on the reported seeds 0-2.
 
 Usage:
 
-    python benchmarks/toys_long.py                    # the committed table (about 15 CPU minutes)
+    python benchmarks/toys_long.py                    # the committed table (about 25 CPU minutes)
     python benchmarks/toys_long.py --part render      # rewrite toys_long.md from the JSON
     python benchmarks/toys_long.py --quick            # CI smoke run (into outputs/bench-quick)
 """
@@ -41,9 +42,12 @@ if str(ROOT) not in sys.path:
 from benchmarks import toys  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     SAMPLERS,
+    SELECTION_SAMPLER,
     START,
+    StagedSearch,
     markdown_table,
     pm,
+    run_search,
     run_tasks,
     seed_ratios,
     settings_text,
@@ -62,20 +66,74 @@ FULL = {
     "toys": toys.REPORTED,
     "eval_points": 10_000,
     "earlier": EARLIER_STEPS,
+    "selection_seeds": (100, 101),
 }
-QUICK = {"steps": 30, "seeds": (0,), "toys": toys.REPORTED[:1], "eval_points": 1000, "earlier": 20}
+QUICK = {
+    "steps": 30,
+    "seeds": (0,),
+    "toys": toys.REPORTED[:1],
+    "eval_points": 1000,
+    "earlier": 20,
+    "selection_seeds": (100,),
+}
+METHODS = ("SoFlow", "MeanFlow")
+LR_STAGE = {"lr": [1e-3, 3e-3, 1e-2]}
+"""The setting searched again at this budget, the same for both methods: the learning rate, whose best
+value depends on the run's length; every other setting stays as `toys.py` selected it."""
 
 
-def plan(config: dict[str, Any], cost: dict[str, Any], selection: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs: one entry per (toy, name) with method, settings and steps."""
+def equal_time_steps(config: dict[str, Any], cost: dict[str, Any]) -> int:
+    """MeanFlow's steps in the time of SoFlow's `config["steps"]`, from the measured per-step costs."""
     ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
-    equal_time = max(1, round(config["steps"] / ratio))
+    return max(1, round(config["steps"] / ratio))
+
+
+def select_lr(
+    config: dict[str, Any],
+    cost: dict[str, Any],
+    selection: dict[str, Any],
+    budget: Any,
+    jobs: int,
+    progress: Any,
+    cache: Path | None,
+) -> dict[str, Any]:
+    """`LR_STAGE` for both methods at this budget (SoFlow's steps, MeanFlow's equal-time steps), scored
+    by the one-step energy distance, mean over the selection seeds; returns `{toy: {method: {"best",
+    "log"}}}`."""
+    steps = {"SoFlow": config["steps"], "MeanFlow": equal_time_steps(config, cost)}
+    searches = {
+        (toy, m): StagedSearch(selection["searches"][toy][m]["best"], [LR_STAGE])
+        for toy in config["toys"]
+        for m in METHODS
+    }
+
+    def task(key: tuple[str, str], settings: dict[str, Any], seed: int) -> tuple[Any, ...]:
+        toy, m = key
+        labels = (SELECTION_SAMPLER[m],)
+        return (toy, m, settings, budget, steps[m], seed, labels, config["eval_points"], False, False)
+
+    def score(key: tuple[str, str], result: dict[str, Any]) -> float:
+        return float(result["metrics"][SELECTION_SAMPLER[key[1]]]["energy"])
+
+    run_search(
+        searches, task, toys.train_and_evaluate, score, config["selection_seeds"], jobs, progress, cache
+    )
+    return {
+        toy: {m: {"best": searches[(toy, m)].best, "log": searches[(toy, m)].log} for m in METHODS}
+        for toy in config["toys"]
+    }
+
+
+def plan(config: dict[str, Any], cost: dict[str, Any], searches: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs: one entry per (toy, name) with method, settings and steps; `searches` as `select_lr`
+    returns them."""
+    equal_time = equal_time_steps(config, cost)
     runs = []
     for toy in config["toys"]:
-        chosen = selection["searches"][toy]
+        chosen = searches[toy]
         earlier = {**START["MeanFlow"], **EARLIER_SETTINGS}
         entries = [
-            ("SoFlow", "SoFlow, selected settings", chosen["SoFlow"]["best"], config["steps"]),
+            ("SoFlow", "SoFlow, selected", chosen["SoFlow"]["best"], config["steps"]),
             ("MeanFlow", "MeanFlow, selected, equal time", chosen["MeanFlow"]["best"], equal_time),
             ("MeanFlow", "MeanFlow, selected", chosen["MeanFlow"]["best"], config["earlier"]),
         ]
@@ -160,12 +218,23 @@ def render(result: dict[str, Any], out: Path) -> str:
     ratio_rows = []
     for toy in result["toys"]:
         by_name = {r["name"]: r for r in result["runs"] if r["toy"] == toy}
-        soflow = values(by_name["SoFlow, selected settings"], "SoFlow 1 NFE", "energy")
+        soflow = values(by_name["SoFlow, selected"], "SoFlow 1 NFE", "energy")
         for name in ("MeanFlow, selected, equal time", "MeanFlow, selected"):
             rival = by_name[name]
             ratios = seed_ratios(soflow, values(rival, "MeanFlow 1 NFE", "energy"))
             lead = "SoFlow leads" if max(ratios) < 1 else ("MeanFlow leads" if min(ratios) > 1 else "mixed")
             ratio_rows.append([toy, f"{name} ({rival['steps']} steps)", pm(ratios, 2), lead])
+    lr_header = [f"lr {v:g}" for v in LR_STAGE["lr"]]
+    lr_rows = []
+    for toy, per_method in result["lr_search"].items():
+        for m, search in per_method.items():
+            scores = {entry["settings"]["lr"]: entry["score"] for entry in search["log"]}
+            best = search["best"]["lr"]
+            cells = [
+                (f"**{1000 * scores[v]:.2f}**" if v == best else f"{1000 * scores[v]:.2f}")
+                for v in LR_STAGE["lr"]
+            ]
+            lr_rows.append([toy, m, *cells])
     settings_rows = [
         [r["toy"], r["name"], settings_text(r["settings"])]
         for r in result["runs"]
@@ -183,6 +252,11 @@ def render(result: dict[str, Any], out: Path) -> str:
         + markdown_table(["toy", "MeanFlow run", "ratio", "verdict"], ratio_rows),
         "**Every run** (mean ± std over the seeds; the MeanFlow target applies to the 1-NFE rows at "
         f"{result['earlier_steps']} steps):\n\n" + markdown_table(header, rows),
+        "**Learning rate at this budget**: every other setting as `toys.py` selected it (at 600 steps), the "
+        f"learning rate searched again over {', '.join(f'{v:g}' for v in LR_STAGE['lr'])} for both methods, "
+        "each scored by the one-step energy distance × 1000, mean over the selection seeds "
+        f"{', '.join(map(str, result['selection_seeds']))} (SoFlow at {result['steps']} steps, MeanFlow at "
+        f"{result['equal_time_steps']}):\n\n" + markdown_table(["toy", "method", *lr_header], lr_rows),
         "**Settings**:\n\n" + markdown_table(["toy", "run", "settings"], settings_rows),
     ]
     write_markdown(out / "toys_long.md", sections)
@@ -211,8 +285,10 @@ def main(argv: list[str] | None = None) -> None:
         cost = json.loads((out / "toys_cost.json").read_text())
         selection = json.loads((out / "toys_selection.json").read_text())
         budget = toys.QUICK["budget"] if args.quick else replace(toys.FULL["budget"])
-        runs = plan(config, cost, selection)
-        with tqdm(total=len(runs) * len(config["seeds"]), unit="run", dynamic_ncols=True) as progress:
+        with tqdm(unit="run", dynamic_ncols=True) as progress:
+            searches = select_lr(config, cost, selection, budget, args.jobs, progress, args.cache)
+            runs = plan(config, cost, searches)
+            progress.set_description("reported runs")
             measure(config, runs, budget, args.jobs, progress, args.cache)
         ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
         command = " ".join(["python benchmarks/toys_long.py", *(sys.argv[1:] if argv is None else argv)])
@@ -227,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
             "meanflow_cost_ratio": ratio,
             "targets": TARGETS,
             "seeds": list(config["seeds"]),
+            "selection_seeds": list(config["selection_seeds"]),
+            "lr_search": searches,
             "toys": list(config["toys"]),
             "eval_points": config["eval_points"],
             "runs": runs,
