@@ -12,7 +12,7 @@ budget as the reference.
 Usage:
 
     python benchmarks/demo_budget.py            # the grid (about half an hour of CPU time)
-    python benchmarks/demo_budget.py --cells 128,256,4000 --no-reference   # the demo's default alone
+    python benchmarks/demo_budget.py --cells 128,512,7000 --seeds 0 1 2   # the demo's default, 3 seeds
     python benchmarks/demo_budget.py --part render
     python benchmarks/demo_budget.py --quick
 """
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import markdown_table, run_tasks, write_markdown  # noqa: E402
+from benchmarks.common import markdown_table, pm, run_tasks, write_markdown  # noqa: E402
 from soflow_toolkit import SolutionFlowWrapper, euler_sample, sample  # noqa: E402
 from soflow_toolkit.toy import MLPBackbone, assign_modes, checkerboard, sliced_energy_distance, support_scores  # noqa: E402
 
@@ -47,7 +47,7 @@ GRID = [  # (hidden, batch, steps)
     (384, 512, 6000),
 ]
 QUICK_GRID = [(16, 32, 20), (16, 64, 20)]
-DEMO_DEFAULT = (128, 256, 4000)  # examples/demo.py: --hidden, --batch-size, --steps
+DEMO_DEFAULT = (128, 512, 7000)  # examples/demo.py: --hidden, --batch-size, --steps
 
 
 def load_demo() -> Any:
@@ -93,26 +93,31 @@ def run(kind: str, hidden: int, batch: int, steps: int, seed: int, eval_points: 
     }
 
 
+def _groups(runs: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """The runs of each (kind, hidden, batch, steps), in the order measured."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["kind"], r["hidden"], r["batch"], r["steps"]), []).append(r)
+    return groups
+
+
 def render(result: dict[str, Any], out: Path) -> str:
     rows = []
-    for r in result["runs"]:
-        label = "SoFlow 1 NFE" if r["kind"] == "soflow" else "flow matching, 100 Euler steps"
-        default = (
-            " (demo default)"
-            if (r["hidden"], r["batch"], r["steps"]) == tuple(result["demo_default"])
-            else ""
-        )
+    for (kind, hidden, batch, steps), runs in _groups(result["runs"]).items():
+        label = "SoFlow 1 NFE" if kind == "soflow" else "flow matching, 100 Euler steps"
+        default = " (demo default)" if (hidden, batch, steps) == tuple(result["demo_default"]) else ""
         rows.append(
             [
                 label + default,
-                str(r["hidden"]),
-                str(r["batch"]),
-                str(r["steps"]),
-                f"{100 * r['on_support']:.1f} %",
-                f"{100 * r['modes_covered']:.0f} %",
-                f"{1000 * r['energy']:.2f}",
-                f"{r['cpu_s']:.0f}",
-                f"{r['wall_s']:.0f}",
+                str(hidden),
+                str(batch),
+                str(steps),
+                ", ".join(str(r["seed"]) for r in runs),
+                pm([100 * r["on_support"] for r in runs], 2) + " %",
+                f"{100 * min(r['on_support'] for r in runs):.2f} %",
+                pm([100 * r["modes_covered"] for r in runs], 0) + " %",
+                pm([1000 * r["energy"] for r in runs], 2),
+                pm([r["cpu_s"] for r in runs], 0),
             ]
         )
     header = [
@@ -120,18 +125,21 @@ def render(result: dict[str, Any], out: Path) -> str:
         "hidden",
         "batch",
         "steps",
+        "seeds",
         "on the support",
+        "lowest seed",
         "modes",
         "ED × 1000",
         "CPU s",
-        "wall s (shared)",
     ]
+    commands = "; ".join(f"`{c}`" for c in result["commands"])
+    loads = ", ".join(f"{a:.1f} → {b:.1f}" for a, b in result["load_averages"])
     sections = [
-        f"Command: `{result['command']}` (torch {result['torch']}, one torch thread per training; seed "
-        f"{result['runs'][0]['seed']}; {result['eval_points']} one-step samples per model; 1-minute load average "
-        f"{result['load_average'][0]:.1f} at the start, {result['load_average'][1]:.1f} at the end). The demo trains "
-        "SoFlow and flow matching in parallel, one core each, so its training wall time on an idle "
-        "two-core machine is about the larger of the two CPU times. Data: 100 % on the support.",
+        f"Commands: {commands} (torch {result['torch']}, one torch thread per training; "
+        f"{result['eval_points']} one-step samples per model; 1-minute load average at the start and end "
+        f"of each command: {loads}). Values are mean ± std over the seeds. The demo trains SoFlow and "
+        "flow matching in parallel, one core each, so its training wall time on an idle two-core machine "
+        "is about the larger of the two CPU times. Data: 100 % on the support.",
         markdown_table(header, rows),
     ]
     write_markdown(out / "demo_budget.md", sections)
@@ -162,6 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the flow-matching run at the demo's default"
     )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds of every cell")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add these runs to the existing demo_budget.json instead of replacing it",
+    )
     parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes (1: the CPU times are cleanest)"
     )
@@ -178,21 +192,26 @@ def main(argv: list[str] | None = None) -> None:
             grid = [parse_cell(cell) for cell in args.cells]
         default = grid[-1] if args.quick else DEMO_DEFAULT
         eval_points = 1000 if args.quick else 10_000
-        tasks = [("soflow", *cell, 0, eval_points) for cell in grid]
+        tasks = [("soflow", *cell, seed, eval_points) for cell in grid for seed in args.seeds]
         if not args.no_reference:
-            tasks.append(("fm", *default, 0, eval_points))
+            tasks += [("fm", *default, seed, eval_points) for seed in args.seeds]
         load = os.getloadavg()[0]
         with tqdm(total=len(tasks), unit="run") as progress:
             runs = run_tasks(run, tasks, args.jobs, progress)
         command = " ".join(["python benchmarks/demo_budget.py", *(sys.argv[1:] if argv is None else argv)])
         result = {
-            "command": command,
+            "commands": [],
             "torch": torch.__version__,
             "demo_default": list(default),
             "eval_points": eval_points,
-            "load_average": [load, os.getloadavg()[0]],
-            "runs": runs,
+            "load_averages": [],
+            "runs": [],
         }
+        if args.append and path.exists():
+            result = json.loads(path.read_text())
+        result["commands"].append(command)
+        result["load_averages"].append([load, os.getloadavg()[0]])
+        result["runs"] += runs
         path.write_text(json.dumps(result, indent=1) + "\n")
     if "render" in args.part:
         print(render(json.loads(path.read_text()), out))

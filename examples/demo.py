@@ -67,8 +67,8 @@ FLOOR_NOTE = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="checkerboard", choices=sorted(TOY_DATASETS))
-    parser.add_argument("--steps", type=int, default=4000, help="training steps of each model")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=7000, help="training steps of each model")
+    parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=128, help="width of the MLP backbone")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     parser.add_argument("--seed", type=int, default=0)

@@ -567,7 +567,7 @@ def test_demo_budget_table_gives_each_cell_its_seeds_mean_and_lowest_seed(tmp_pa
         "runs": [run(0, 0.92), run(1, 0.90), run(2, 0.94)],
     }
     table = demo_budget.render(result, tmp_path)
-    row = "| SoFlow 1 NFE (demo default) | 128 | 512 | 6000 | 0, 1, 2 | 92.0 ± 2.0 % | 90.0 % |"
+    row = "| SoFlow 1 NFE (demo default) | 128 | 512 | 6000 | 0, 1, 2 | 92.00 ± 2.00 % | 90.00 % |"
     assert row in table
     assert (tmp_path / "demo_budget.md").read_text().startswith("Commands:")
 
