@@ -1,12 +1,12 @@
-"""SoFlow and MeanFlow on the toys at a longer budget, and MeanFlow at 1850 steps against its earlier figures.
+"""Every method on the toys at a longer budget, and MeanFlow at 1850 steps against its earlier figures.
 
-`toys.py` compares every method at 600 steps. This study trains the two methods longer with the
-settings that `toys.py` selected (`toys_selection.json`) and its measured per-step costs
-(`toys_cost.json`), after searching the learning rate again at this budget for both methods
-(`LR_STAGE`, scored on seeds 100 and 101: the best rate depends on the run's length):
+`toys.py` compares every method at 600 steps. This study trains them longer with the settings that
+`toys.py` selected (`toys_selection.json`) and its measured per-step costs (`toys_cost.json`), after
+searching the learning rate again at this budget for every method (`LR_STAGE`, scored on seeds 100
+and 101: the best rate depends on the run's length):
 
-- SoFlow for `--steps` steps (4000);
-- MeanFlow for the steps that cost the same time (4000 over MeanFlow's cost ratio to SoFlow);
+- SoFlow for `--steps` steps (4000), and flow matching, MeanFlow and shortcut models for the steps
+  that cost the same time;
 - MeanFlow for 1850 steps, the budget of an earlier MeanFlow run with time-embedding scale 1 and EMA
   0.995 (no warm-up) that reached energy distance × 1000 of 9.5 on the checkerboard and 11.0 on the
   eight Gaussians (2 seeds); the study checks MeanFlow against 10 and 12 (`TARGETS`);
@@ -18,7 +18,7 @@ warm-up, evaluation data and noise) on the reported seeds 0-2.
 
 Usage:
 
-    python benchmarks/toys_long.py                    # the committed table (about 25 CPU minutes)
+    python benchmarks/toys_long.py                    # the committed table (about 45 CPU minutes)
     python benchmarks/toys_long.py --part render      # rewrite toys_long.md from the JSON
     python benchmarks/toys_long.py --quick            # CI smoke run (into outputs/bench-quick)
 """
@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import toys  # noqa: E402
 from benchmarks.common import (  # noqa: E402
+    METHODS,
     SAMPLERS,
     SELECTION_SAMPLER,
     START,
@@ -76,16 +77,16 @@ QUICK = {
     "earlier": 20,
     "selection_seeds": (100,),
 }
-METHODS = ("SoFlow", "MeanFlow")
 LR_STAGE = {"lr": [1e-3, 3e-3, 1e-2]}
-"""The setting searched again at this budget, the same for both methods: the learning rate, whose best
+"""The setting searched again at this budget, the same for every method: the learning rate, whose best
 value depends on the run's length; every other setting stays as `toys.py` selected it."""
+RIVALS = ("MeanFlow", "Shortcut")
 
 
-def equal_time_steps(config: dict[str, Any], cost: dict[str, Any]) -> int:
-    """MeanFlow's steps in the time of SoFlow's `config["steps"]`, from the measured per-step costs."""
-    ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
-    return max(1, round(config["steps"] / ratio))
+def equal_time_steps(config: dict[str, Any], cost: dict[str, Any]) -> dict[str, int]:
+    """Every method's steps in the time of SoFlow's `config["steps"]`, from the measured per-step costs."""
+    soflow = cost["costs"]["SoFlow"]["ratio"]
+    return {m: max(1, round(config["steps"] * soflow / cost["costs"][m]["ratio"])) for m in METHODS}
 
 
 def select_lr(
@@ -97,10 +98,10 @@ def select_lr(
     progress: Any,
     cache: Path | None,
 ) -> dict[str, Any]:
-    """`LR_STAGE` for both methods at this budget (SoFlow's steps, MeanFlow's equal-time steps), scored
-    by the one-step energy distance, mean over the selection seeds; returns `{toy: {method: {"best",
-    "log"}}}`."""
-    steps = {"SoFlow": config["steps"], "MeanFlow": equal_time_steps(config, cost)}
+    """`LR_STAGE` for every method at its equal-time steps, scored as in `toys.py` (the one-step energy
+    distance; flow matching: of its 100-step sample), mean over the selection seeds; returns
+    `{toy: {method: {"best", "log"}}}`."""
+    steps = equal_time_steps(config, cost)
     searches = {
         (toy, m): StagedSearch(selection["searches"][toy][m]["best"], [LR_STAGE])
         for toy in config["toys"]
@@ -133,10 +134,15 @@ def plan(config: dict[str, Any], cost: dict[str, Any], searches: dict[str, Any])
         chosen = searches[toy]
         earlier = {**START["MeanFlow"], **EARLIER_SETTINGS}
         entries = [
-            ("SoFlow", "SoFlow, selected", chosen["SoFlow"]["best"], config["steps"]),
-            ("MeanFlow", "MeanFlow, selected, equal time", chosen["MeanFlow"]["best"], equal_time),
-            ("MeanFlow", "MeanFlow, selected", chosen["MeanFlow"]["best"], config["earlier"]),
+            (
+                m,
+                f"{m}, selected" + ("" if m == "SoFlow" else ", equal time"),
+                chosen[m]["best"],
+                equal_time[m],
+            )
+            for m in METHODS
         ]
+        entries.append(("MeanFlow", "MeanFlow, selected", chosen["MeanFlow"]["best"], config["earlier"]))
         if earlier != chosen["MeanFlow"]["best"]:
             entries.append(("MeanFlow", "MeanFlow, earlier run's settings", earlier, config["earlier"]))
         for method, name, settings, steps in entries:
@@ -195,7 +201,7 @@ def render(result: dict[str, Any], out: Path) -> str:
                 [
                     run["toy"],
                     run["name"],
-                    label.split()[-2] + " NFE",
+                    label,
                     str(run["steps"]),
                     pm(energy, 2),
                     pm(values(run, label, "on_support"), 3),
@@ -207,7 +213,7 @@ def render(result: dict[str, Any], out: Path) -> str:
     header = [
         "toy",
         "run",
-        "NFE",
+        "sample",
         "steps",
         "ED × 1000",
         "on the support",
@@ -219,10 +225,14 @@ def render(result: dict[str, Any], out: Path) -> str:
     for toy in result["toys"]:
         by_name = {r["name"]: r for r in result["runs"] if r["toy"] == toy}
         soflow = values(by_name["SoFlow, selected"], "SoFlow 1 NFE", "energy")
-        for name in ("MeanFlow, selected, equal time", "MeanFlow, selected"):
+        for name in (
+            "MeanFlow, selected, equal time",
+            "MeanFlow, selected",
+            "Shortcut, selected, equal time",
+        ):
             rival = by_name[name]
-            ratios = seed_ratios(soflow, values(rival, "MeanFlow 1 NFE", "energy"))
-            lead = "SoFlow leads" if max(ratios) < 1 else ("MeanFlow leads" if min(ratios) > 1 else "mixed")
+            ratios = seed_ratios(soflow, values(rival, SELECTION_SAMPLER[rival["method"]], "energy"))
+            lead = "SoFlow leads" if max(ratios) < 1 else ("rival leads" if min(ratios) > 1 else "mixed")
             ratio_rows.append([toy, f"{name} ({rival['steps']} steps)", pm(ratios, 2), lead])
     lr_header = [f"lr {v:g}" for v in LR_STAGE["lr"]]
     lr_rows = []
@@ -240,23 +250,26 @@ def render(result: dict[str, Any], out: Path) -> str:
         for r in result["runs"]
         if r["name"] != "MeanFlow, selected"
     ]
+    steps_text = ", ".join(
+        f"{m} {n} ({result['cost_ratios'][m]:.2f}×)" for m, n in result["equal_time_steps"].items()
+    )
     sections = [
         f"Command: `{result['command']}` (torch {result['torch']}, one torch thread per worker process, "
         f"{result['eval_points']} evaluation points per sample, seeds {', '.join(map(str, result['seeds']))}). "
         f"Protocol of `toys.py` (hidden {result['budget']['hidden']}, depth {result['budget']['depth']}, batch "
-        f"{result['budget']['batch']}, Adam with cosine decay, EMA with warm-up). MeanFlow's cost per step is "
-        f"{result['meanflow_cost_ratio']:.2f}× SoFlow's (`toys_cost.json`), so {result['steps']} SoFlow steps cost "
-        f"the time of {result['equal_time_steps']} MeanFlow steps.",
-        "**SoFlow 1 NFE over MeanFlow 1 NFE**, energy distance per seed (shared evaluation data and noise), "
-        f"SoFlow at {result['steps']} steps:\n\n"
-        + markdown_table(["toy", "MeanFlow run", "ratio", "verdict"], ratio_rows),
+        f"{result['budget']['batch']}, Adam with cosine decay, EMA with warm-up). Steps at equal time, from the "
+        f"per-step costs relative to SoFlow's (`toys_cost.json`): {steps_text}.",
+        "**SoFlow 1 NFE over each rival at 1 NFE**, energy distance per seed (shared evaluation data and "
+        f"noise), SoFlow at {result['steps']} steps:\n\n"
+        + markdown_table(["toy", "rival run", "ratio", "verdict"], ratio_rows),
         "**Every run** (mean ± std over the seeds; the MeanFlow target applies to the 1-NFE rows at "
         f"{result['earlier_steps']} steps):\n\n" + markdown_table(header, rows),
         "**Learning rate at this budget**: every other setting as `toys.py` selected it (at 600 steps), the "
-        f"learning rate searched again over {', '.join(f'{v:g}' for v in LR_STAGE['lr'])} for both methods, "
-        "each scored by the one-step energy distance × 1000, mean over the selection seeds "
-        f"{', '.join(map(str, result['selection_seeds']))} (SoFlow at {result['steps']} steps, MeanFlow at "
-        f"{result['equal_time_steps']}):\n\n" + markdown_table(["toy", "method", *lr_header], lr_rows),
+        f"learning rate searched again over {', '.join(f'{v:g}' for v in LR_STAGE['lr'])} for every method "
+        "at its equal-time steps, each scored by the energy distance × 1000 of its one-step sample (flow "
+        "matching: of its 100-step sample), mean over the selection seeds "
+        f"{', '.join(map(str, result['selection_seeds']))}:\n\n"
+        + markdown_table(["toy", "method", *lr_header], lr_rows),
         "**Settings**:\n\n" + markdown_table(["toy", "run", "settings"], settings_rows),
     ]
     write_markdown(out / "toys_long.md", sections)
@@ -290,7 +303,6 @@ def main(argv: list[str] | None = None) -> None:
             runs = plan(config, cost, searches)
             progress.set_description("reported runs")
             measure(config, runs, budget, args.jobs, progress, args.cache)
-        ratio = cost["costs"]["MeanFlow"]["ratio"] / cost["costs"]["SoFlow"]["ratio"]
         command = " ".join(["python benchmarks/toys_long.py", *(sys.argv[1:] if argv is None else argv)])
         result = {
             "command": command,
@@ -299,8 +311,8 @@ def main(argv: list[str] | None = None) -> None:
             "budget": asdict(budget),
             "steps": config["steps"],
             "earlier_steps": config["earlier"],
-            "equal_time_steps": max(1, round(config["steps"] / ratio)),
-            "meanflow_cost_ratio": ratio,
+            "equal_time_steps": equal_time_steps(config, cost),
+            "cost_ratios": {m: cost["costs"][m]["ratio"] / cost["costs"]["SoFlow"]["ratio"] for m in METHODS},
             "targets": TARGETS,
             "seeds": list(config["seeds"]),
             "selection_seeds": list(config["selection_seeds"]),

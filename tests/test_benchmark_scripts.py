@@ -523,15 +523,24 @@ def test_toys_long_runs_meanflow_at_equal_time_and_at_the_earlier_budget() -> No
     selected = {**START["MeanFlow"], "time_scale": 1.0, "ema": 0.995}  # the earlier run's settings
     selection = {
         "searches": {
-            "checkerboard": {"SoFlow": {"best": START["SoFlow"]}, "MeanFlow": {"best": selected}},
-            "eight_gaussians": {"SoFlow": {"best": START["SoFlow"]}, "MeanFlow": {"best": START["MeanFlow"]}},
+            "checkerboard": {**{m: {"best": START[m]} for m in START}, "MeanFlow": {"best": selected}},
+            "eight_gaussians": {m: {"best": START[m]} for m in START},
         }
     }
-    cost = {"costs": {"SoFlow": {"ratio": 1.0}, "MeanFlow": {"ratio": 2.0}}}
+    cost = {
+        "costs": {
+            "FM": {"ratio": 0.8},
+            "SoFlow": {"ratio": 1.0},
+            "MeanFlow": {"ratio": 2.0},
+            "Shortcut": {"ratio": 0.5},
+        }
+    }
     runs = toys_long.plan(toys_long.FULL, cost, selection["searches"])
     steps = {(r["toy"], r["name"]): r["steps"] for r in runs}
     assert steps[("checkerboard", "SoFlow, selected")] == 4000
     assert steps[("checkerboard", "MeanFlow, selected, equal time")] == 2000
+    assert steps[("checkerboard", "FM, selected, equal time")] == 5000
+    assert steps[("checkerboard", "Shortcut, selected, equal time")] == 8000
     assert steps[("checkerboard", "MeanFlow, selected")] == toys_long.EARLIER_STEPS == 1850
     # the earlier run's settings get a row of their own only where the selection differs from them
     assert ("checkerboard", "MeanFlow, earlier run's settings") not in steps
