@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import toys  # noqa: E402
+from benchmarks import report, toys  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     METHODS,
     SAMPLERS,
@@ -157,30 +157,29 @@ def measure(
     jobs: int,
     progress: Any,
     cache: Path | None,
-) -> None:
+) -> dict[str, dict[str, Any]]:
+    """Train and evaluate every run on every seed (results into `runs`); returns the figure's panels:
+    per toy, the data and the samples of the first seed of the equal-time runs."""
+    first = config["seeds"][0]
     tasks = []
     for run in runs:
         labels = tuple(SAMPLERS[run["method"]])
+        keep = run["steps"] != config["earlier"]  # the equal-time runs
         for seed in config["seeds"]:
-            tasks.append(
-                (
-                    run["toy"],
-                    run["method"],
-                    run["settings"],
-                    budget,
-                    run["steps"],
-                    seed,
-                    labels,
-                    config["eval_points"],
-                    False,
-                )
-            )
+            args = (run["toy"], run["method"], run["settings"], budget, run["steps"], seed, labels)
+            tasks.append((*args, config["eval_points"], keep and seed == first))
     results = iter(run_tasks(toys.train_and_evaluate, tasks, jobs, progress, cache))
+    figure: dict[str, dict[str, Any]] = {
+        toy: {"data": toys.eval_data(toy, first, config["eval_points"])[0][: toys.FIGURE_POINTS]}
+        for toy in config["toys"]
+    }
     for run in runs:
         run["seeds"] = []
         for seed in config["seeds"]:
             result = next(results)
             run["seeds"].append({"seed": seed, "s_per_step": result["s_per_step"], **result["metrics"]})
+            figure[run["toy"]].update(result["points"])
+    return figure
 
 
 def values(run: dict[str, Any], label: str, key: str) -> list[float]:
@@ -271,6 +270,7 @@ def render(result: dict[str, Any], out: Path) -> str:
         f"{', '.join(map(str, result['selection_seeds']))}:\n\n"
         + markdown_table(["toy", "method", *lr_header], lr_rows),
         "**Settings**:\n\n" + markdown_table(["toy", "run", "settings"], settings_rows),
+        f"![Samples of seed {result['seeds'][0]} at equal time](toys_long.png)",
     ]
     write_markdown(out / "toys_long.md", sections)
     return "\n\n".join(sections)
@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
             searches = select_lr(config, cost, selection, budget, args.jobs, progress, args.cache)
             runs = plan(config, cost, searches)
             progress.set_description("reported runs")
-            measure(config, runs, budget, args.jobs, progress, args.cache)
+            figure = measure(config, runs, budget, args.jobs, progress, args.cache)
+        report.plot_panels(figure, toys.FIGURE_COLUMNS, out / "toys_long.png")
         command = " ".join(["python benchmarks/toys_long.py", *(sys.argv[1:] if argv is None else argv)])
         result = {
             "command": command,
