@@ -53,6 +53,7 @@ __all__ = [
     "official_start",
     "optimizer_state_from_official",
     "resumed_network",
+    "resumes_instead",
     "unet_overrides",
 ]
 
@@ -114,6 +115,16 @@ def resumed_network(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
     return True
 
 
+def resumes_instead(config: dict[str, Any], info: DistInfo, keys: tuple[str, ...], source: str) -> bool:
+    """True when the run resumes its own checkpoints instead of starting from `source` (`keys` then
+    come from its config.json, see `resumed_network`); the main rank says so."""
+    if not resumed_network(config, keys):
+        return False
+    if info.is_main:
+        print(f"{config['out']} has checkpoints: resuming them, not {source}", flush=True)
+    return True
+
+
 def official_start(
     config: dict[str, Any],
     info: DistInfo,
@@ -129,11 +140,7 @@ def official_start(
     """
     if not config["init_official"]:
         return None
-    if resumed_network(config, keys):
-        if info.is_main:
-            print(
-                f"{config['out']} has checkpoints: resuming them, not {config['init_official']}", flush=True
-            )
+    if resumes_instead(config, info, keys, config["init_official"]):
         return None
     found = locate(config["init_official"], config["official_step"], info)
     config.update(describe(official_network(found)))

@@ -50,12 +50,12 @@ from common.config import run_config, set_tf32, soflow_config, training_parser
 from common.distributed import DistInfo, data_parallel, distributed_context
 from common.images import save_grid, to_uint8
 from common.metrics import LossMeter, MetricLog
-from common.official import OfficialStart, check_backbone, dit_size, official_start, resumed_network
+from common.official import OfficialStart, check_backbone, dit_size, official_start, resumes_instead
 from common.sampler import ResumableSampler
 from data import LATENT_SCALE, LatentDataset, sample_latents
 
 from soflow_toolkit import EMA, SoFlowLoss, SolutionFlowWrapper, sample
-from soflow_toolkit.models import DIT_SIZES, DiT
+from soflow_toolkit.models import DIT_SIZES, DiT, DiTConfig
 from soflow_toolkit.sit import from_sit_state_dict, read_sit_checkpoint, sit_config
 
 HERE = Path(__file__).resolve().parent
@@ -158,19 +158,20 @@ def use_official_network(config: dict[str, Any], info: DistInfo) -> OfficialStar
     return official_start(config, info, NETWORK_KEYS, lambda net: describe_official_dit(net, config))
 
 
+def check_fits_data(cfg: DiTConfig, config: dict[str, Any], network: str) -> None:
+    """A DiT that starts the run must take the run's latents and know at least its classes."""
+    shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
+    if shape != list(config["latent_shape"]):
+        raise ValueError(f"{network} takes latents {shape}, the data has {config['latent_shape']}")
+    if config["num_classes"] > cfg.num_classes:
+        raise ValueError(f"the data has {config['num_classes']} classes, {network} {cfg.num_classes}")
+
+
 def describe_official_dit(net: SolutionFlowWrapper, config: dict[str, Any]) -> dict[str, Any]:
     """Check the official DiT against the run's latents and classes; the config entries recording it."""
     check_backbone(net.backbone, DiT, "examples/imagenet", "use examples/cifar10 for the UNet")
     cfg = net.backbone.config
-    official_shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
-    if official_shape != list(config["latent_shape"]):
-        raise ValueError(
-            f"the official network takes latents {official_shape}, the data has {config['latent_shape']}"
-        )
-    if config["num_classes"] > cfg.num_classes:
-        raise ValueError(
-            f"the data has {config['num_classes']} classes, the official network {cfg.num_classes}"
-        )
+    check_fits_data(cfg, config, "the official network")
     return {
         "model": dit_size(net.backbone),
         "path": net.path.name,
@@ -187,9 +188,7 @@ def use_fm_network(config: dict[str, Any], info: DistInfo) -> dict[str, torch.Te
         return None
     if config["init_official"]:
         raise ValueError("--init-fm and --init-official are two starts: give one of them")
-    if resumed_network(config, NETWORK_KEYS):
-        if info.is_main:
-            print(f"{config['out']} has checkpoints: resuming them, not {config['init_fm']}", flush=True)
+    if resumes_instead(config, info, NETWORK_KEYS, config["init_fm"]):
         return None
     state = read_sit_checkpoint(config["init_fm"])
     read = sit_config(state, num_heads=1)  # the shapes (the heads are not stored: the size gives them)
@@ -201,15 +200,7 @@ def use_fm_network(config: dict[str, Any], info: DistInfo) -> dict[str, torch.Te
             f"DIT_SIZES {list(DIT_SIZES)}"
         )
     cfg = sit_config(state, num_heads=DIT_SIZES[sizes[0]][3])
-    shape = [cfg.in_channels, cfg.input_size, cfg.input_size]
-    if shape != list(config["latent_shape"]):
-        raise ValueError(
-            f"the flow-matching network takes latents {shape}, the data has {config['latent_shape']}"
-        )
-    if config["num_classes"] > cfg.num_classes:
-        raise ValueError(
-            f"the data has {config['num_classes']} classes, the flow-matching network {cfg.num_classes}"
-        )
+    check_fits_data(cfg, config, "the flow-matching network")
     config.update(model=sizes[0], num_classes=cfg.num_classes, null_class=cfg.null_class)
     if info.is_main:
         print(f"fine-tuning the flow-matching model {config['init_fm']} ({sizes[0]}) with SoFlow", flush=True)
